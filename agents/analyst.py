@@ -1,0 +1,65 @@
+"""analyst: compares the result with its parent, the best so far and the best
+baseline, writes the analysis, and records the experiment's outcome."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from archlab.agents.context import LabContext
+from archlab.agents.state import ExperimentState
+from archlab.errors import LLMError
+from archlab.prompts import render
+
+
+def _delta(ctx: LabContext, label: str, score: float, other: Any) -> str | None:
+    if other is None or other.score is None:
+        return None
+    diff = score - other.score
+    better = ctx.task.better(score, other.score)
+    word = "better than" if better else ("equal to" if diff == 0 else "worse than")
+    return f"{diff:+.4g} {ctx.task.metric} vs {label} #{other.id} ({other.name}, {other.score:.4g}): {word}"
+
+
+def comparisons(ctx: LabContext, state: ExperimentState, score: float) -> list[str]:
+    exp = state["experiment"]
+    parent_id = (state.get("proposal") or {}).get("parent_id")
+    parent = ctx.ledger.get(parent_id) if parent_id is not None else None
+    lines = [_delta(ctx, "parent", score, parent),
+             _delta(ctx, "best so far", score, ctx.best(exclude=exp)),
+             _delta(ctx, "best baseline", score, ctx.best(exclude=exp, origin=("baseline",)))]
+    return [line for line in lines if line]
+
+
+def analyse(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
+    score = ctx.task.score(state.get("metrics"))
+    if score is None:
+        return {"outcome": "failed", "reason": f"training reported no `{ctx.task.metric}`"}
+    facts = comparisons(ctx, state, score)
+    offline = f"{ctx.task.metric} = {score:.4g}. " + ("; ".join(facts) if facts else "first evaluated experiment.")
+    if ctx.strategy != "llm":
+        return {"analysis": offline, "outcome": "done"}
+    messages = [{"role": "user", "content": render(
+        "analyst.j2", task=ctx.task, proposal=state.get("proposal") or {}, metrics=state.get("metrics"),
+        comparisons=facts, check=state.get("check") or {})}]
+    ctx.guard_llm_budget()
+    try:
+        text = ctx.llm.text(messages, step="analyse:0", experiment=state["experiment"])
+    except LLMError as exc:
+        text = f"{offline}\n(analyst model failed: {exc})"
+    return {"analysis": text.strip() or offline, "outcome": "done"}
+
+
+def record(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
+    """The one place an experiment's final row is written (idempotent)."""
+    exp, outcome = state["experiment"], state.get("outcome") or "failed"
+    proposal = state.get("proposal") or {}
+    metrics = state.get("metrics")
+    ctx.ledger.update(
+        exp, status=outcome, name=proposal.get("name"), proposal=proposal, parent=proposal.get("parent_id"),
+        metrics=metrics, score=ctx.task.score(metrics) if outcome != "failed" else None,
+        failure_reason=state.get("reason") if outcome == "failed" else None,
+        duplicate_of=state.get("duplicate_of"), analysis=state.get("analysis"), finished=time.time(),
+    )
+    ctx.ledger.event(exp, f"experiment.{outcome}", {"reason": state.get("reason"), "score": ctx.task.score(metrics)},
+                     key=f"{exp}:finished")
+    return {}

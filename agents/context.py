@@ -1,0 +1,77 @@
+"""What every node of the graph works with: config, campaign folder, ledger,
+task pack, sandbox backend and (when a model is set) the LLM client."""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from archlab.errors import BudgetExceeded
+
+if TYPE_CHECKING:
+    from archlab.config import Config
+    from archlab.folder import CampaignFolder
+    from archlab.llm import LLMClient
+    from archlab.memory.ledger import Ledger
+    from archlab.sandbox.base import Backend
+    from archlab.tasks.base import TaskPack
+
+
+def job_limits(base: Any, sandbox: Any, kind: str) -> Any:
+    """The task's default limits, with what the sandbox config sets on top."""
+    from dataclasses import replace
+
+    wall = sandbox.check_wall_s if kind == "check" else sandbox.train_wall_s
+    return replace(base, gpus=list(sandbox.gpus),
+                   **{k: v for k, v in (("wall_time_s", wall), ("memory_mb", sandbox.memory_mb),
+                                        ("cpus", sandbox.cpus)) if v is not None})
+
+
+@dataclass
+class LabContext:
+    config: "Config"
+    folder: "CampaignFolder"
+    ledger: "Ledger"
+    task: "TaskPack"
+    backend: "Backend"
+    llm: "LLMClient | None" = None
+    live: dict[int, dict[str, Any]] = field(default_factory=dict)  # last progress event per experiment
+
+    def limits(self, kind: str) -> Any:
+        return job_limits(self.task.default_limits, self.config.sandbox, kind)
+
+    @property
+    def strategy(self) -> str:
+        return self.config.strategy
+
+    def can_repair(self, state: Any) -> bool:
+        """Only a model can fix code, and only its own: given code is judged as is."""
+        return (self.strategy == "llm" and state.get("origin") == "campaign"
+                and state.get("repairs", 0) < self.config.search.max_repairs)
+
+    def rng(self, experiment: int, *salt: Any) -> random.Random:
+        """Randomness per experiment from the campaign seed, never from time."""
+        key = f"{self.config.search.seed}:{experiment}:" + ":".join(map(str, salt))
+        return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+    def seed(self, experiment: int, *salt: Any) -> int:
+        return self.rng(experiment, "seed", *salt).randrange(2**31)
+
+    def guard_llm_budget(self) -> None:
+        """Raised before a model call once tokens or USD are spent: the step is
+        left unfinished (resumable with a larger budget), nothing is recorded as failed."""
+        budget, spend = self.config.budget, self.ledger.spend()
+        if budget.tokens is not None and spend["tokens"] >= budget.tokens:
+            raise BudgetExceeded(f"token budget reached ({spend['tokens']:,} of {budget.tokens:,})")
+        if budget.usd is not None and spend["usd"] >= budget.usd:
+            raise BudgetExceeded(f"USD budget reached (${spend['usd']:.4f} of ${budget.usd:.2f})")
+
+    def best(self, exclude: int | None = None, origin: tuple[str, ...] | None = None) -> Any:
+        """The best evaluated experiment by the task's metric."""
+        rows = [e for e in self.ledger.experiments(status=["done"], origin=origin)
+                if e.score is not None and e.id != exclude]
+        if not rows:
+            return None
+        key = (lambda e: e.score) if self.task.higher_is_better else (lambda e: -e.score)
+        return max(rows, key=key)

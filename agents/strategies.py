@@ -1,0 +1,39 @@
+"""Offline researchers: random search and regularised evolution over the task's
+design space. They stand in for the LLM when no model is configured and are
+the baselines an LLM campaign must beat."""
+from __future__ import annotations
+
+from typing import Any
+
+from archlab.agents.context import LabContext
+
+
+def _population(ctx: LabContext, experiment: int) -> list[Any]:
+    """Regularised evolution's population: the most recently finished evaluated
+    experiments that carry a genome (ageing: the oldest drop out)."""
+    rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
+            if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")]
+    return rows[: ctx.config.search.population]
+
+
+def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dict[str, Any], list[int]]:
+    """A proposal dict (name, motivation, design, genome, parent_id) and the ids it looked at."""
+    rng = ctx.rng(experiment, "propose", attempt)
+    space = ctx.task.space
+    search = ctx.config.search
+    population = _population(ctx, experiment) if ctx.strategy == "evolution" else []
+    if ctx.strategy == "evolution" and len(population) >= search.population:
+        contenders = rng.sample(population, search.tournament)
+        best = max(contenders, key=lambda e: e.score if ctx.task.higher_is_better else -e.score)
+        genome = space.mutate(best.proposal["genome"], rng)
+        motivation = (f"tournament of {search.tournament} from the last {search.population} evaluated; "
+                      f"#{best.id} won with {ctx.task.metric}={best.score:.4g}; mutate one component")
+        parent: int | None = best.id
+        view = [e.id for e in population]
+    else:
+        genome = space.sample(rng)
+        why = "random search" if ctx.strategy == "random" else f"initial population ({len(population)}/{search.population})"
+        motivation, parent, view = f"{why}: uniform sample of the design space", None, [e.id for e in population]
+    proposal = {"name": space.describe(genome), "motivation": motivation,
+                "design": space.describe(genome), "genome": genome, "parent_id": parent}
+    return proposal, view

@@ -1,0 +1,89 @@
+"""check and train: the two steps that run candidate code, always in the
+sandbox. A code error goes back to the coder while repairs are left."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from archlab.agents.context import LabContext
+from archlab.agents.gate import duplicate
+from archlab.agents.state import ExperimentState
+from archlab.sandbox.base import JobResult
+
+CODE_ERRORS = ("crash", "integrity", "nan", "timeout", "oom")  # what a better candidate could fix
+
+
+def _failure(ctx: LabContext, state: ExperimentState, step: str, result: JobResult) -> dict[str, Any]:
+    reason = f"{step} {result.status}: {result.reason or result.log_tail[-500:]}".strip()
+    if result.status in CODE_ERRORS and ctx.can_repair(state):
+        return {"error": reason}
+    return {"outcome": "failed", "reason": reason}
+
+
+def _finished_job(outcome: Path) -> JobResult | None:
+    """A job that ran to the end before a kill is not run again on resume."""
+    if not outcome.exists():
+        return None
+    data = json.loads(outcome.read_text())
+    data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
+    return JobResult(**data)
+
+
+def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
+    exp, calls = state["experiment"], state.get("code_calls", 0)
+    folder = ctx.folder.experiment(exp)
+    workdir = folder / f"{step}-{calls}"
+    outcome = folder / f"{step}-{calls}.json"
+    done = _finished_job(outcome)
+    if done is not None:
+        ctx.ledger.event(exp, f"{step}.reused_after_restart", {"status": done.status})
+        return done
+    code_path = folder / "candidate.py"
+    code_path.write_text(state["code"] or "")
+    ctx.ledger.update(exp, code_path=str(code_path), status="running", started=time.time())
+    make = ctx.task.check_job if step == "check" else ctx.task.train_job
+    job = make(state["code"] or "", workdir, ctx.seed(exp, step), ctx.limits(step))
+    ctx.ledger.event(exp, f"{step}.start", {"job": job.name})
+
+    def on_event(event: dict[str, Any]) -> None:
+        ctx.live[exp] = {"step": step, **event}
+
+    result = ctx.backend.run(job, on_event)
+    ctx.live.pop(exp, None)
+    tmp = outcome.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_dict()))
+    os.replace(tmp, outcome)  # atomic: the job counts as finished only once this exists
+    ctx.ledger.event(exp, f"{step}.end", {"status": result.status, "reason": result.reason, "wall_s": result.wall_s})
+    return result
+
+
+
+def check(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
+    result = _run(ctx, state, "check")
+    if not result.ok:
+        return _failure(ctx, state, "check", result)
+    report = result.result or {}
+    fingerprint = report.get("fingerprint")
+    if fingerprint:
+        hit = ctx.ledger.find_hash(state["experiment"], fingerprint=fingerprint)
+        if hit is not None:
+            return duplicate(ctx, state, "fingerprint", hit)
+        ctx.ledger.update(state["experiment"], fingerprint=fingerprint)
+    return {"check": report}
+
+
+def train(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
+    exp = state["experiment"]
+    result = _run(ctx, state, "train")
+    gpus = len(ctx.config.sandbox.gpus)
+    ctx.ledger.update(exp, train_s=result.wall_s, gpus=gpus)
+    ctx.ledger.add_spend(gpu_s=result.wall_s * gpus, train_s=result.wall_s)
+    if not result.ok:
+        return _failure(ctx, state, "train", result)
+    metrics = (result.result or {}).get("metrics") or {}
+    (ctx.folder.experiment(exp) / "metrics.json").write_text(json.dumps(result.result, indent=1))
+    ctx.ledger.event(exp, "train.done", {"metrics": metrics}, key=f"{exp}:train.done")
+    return {"metrics": metrics}

@@ -1,0 +1,202 @@
+"""The campaign runner: keeps K experiment graphs in flight, checks budgets
+before starting the next, and on resume first finishes every unfinished
+experiment from its checkpoint. The ledger allocates an experiment's id before
+its thread starts, so a kill between the two makes neither a ghost nor a twin."""
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from archlab.agents.context import LabContext
+from archlab.config import Config
+from archlab.errors import ArchlabError, BudgetExceeded
+from archlab.folder import CampaignFolder
+from archlab.memory.ledger import FINISHED, IN_FLIGHT, Ledger
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Summary:
+    campaign: str
+    stop_reason: str
+    counts: dict[str, int]
+    spend: dict[str, float]
+    best: dict[str, Any] | None
+
+
+class Campaign:
+    def __init__(self, folder: CampaignFolder, config: Config) -> None:
+        from archlab.sandbox import get_backend
+        from archlab.tasks import get_task
+
+        self.folder, self.config = folder, config
+        task = get_task(config.task.name, config.task.options, config.task.preset)
+        task.validate()
+        self.ledger = Ledger(folder.ledger)
+        self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
+                              backend=get_backend(config.sandbox.backend), llm=self._llm())
+        self._graph: Any = None
+
+    # -- opening ------------------------------------------------------------
+    @classmethod
+    def create(cls, config: Config, folder: CampaignFolder | None = None) -> "Campaign":
+        from archlab.tasks import get_task
+
+        get_task(config.task.name, config.task.options, config.task.preset).validate()  # fail before any folder
+        folder = folder or CampaignFolder.create(config.workspace, config.task.name)
+        folder.write_config(config.model_dump(mode="json"))
+        return cls(folder, config)
+
+    @classmethod
+    def open(cls, workspace: Path, campaign_id: str, overrides: dict[str, Any] | None = None) -> "Campaign":
+        folder = CampaignFolder.open(workspace, campaign_id)
+        data = folder.read_config()
+        if overrides:
+            from archlab.config import _merge
+
+            data = _merge(data, overrides)
+            folder.write_config(data)
+        return cls(folder, Config.model_validate(data))
+
+    def _llm(self) -> Any:
+        if self.config.strategy != "llm":
+            return None
+        if not self.config.llm.model:
+            raise ArchlabError("strategy `llm` needs a model: pass --model provider/name or set [llm] model in archlab.toml")
+        from archlab.llm import LLMClient
+
+        llm = self.config.llm
+
+        def on_usage(usage: Any) -> None:
+            self.ledger.add_spend(tokens=usage.prompt_tokens + usage.completion_tokens,
+                                  usd=usage.cost_usd, llm_calls=1)
+
+        return LLMClient(llm.model, self.folder.llm_log, max_attempts=llm.max_attempts, temperature=llm.temperature,
+                         timeout_s=llm.timeout_s, api_base=llm.api_base, on_usage=on_usage)
+
+    @property
+    def graph(self) -> Any:
+        if self._graph is None:
+            from archlab.agents.graph import compile_graph
+
+            self._graph = compile_graph(self.ctx, self.folder.checkpoints)
+        return self._graph
+
+    # -- one experiment -------------------------------------------------------
+    def run_experiment(self, exp_id: int) -> dict[str, Any]:
+        """Start or continue experiment `exp_id`'s graph thread to its end."""
+        cfg = {"configurable": {"thread_id": str(exp_id)}, "recursion_limit": 200}
+        if self.graph.get_state(cfg).values:
+            # A checkpoint exists: continue from it. Steps that finished before a kill
+            # are not run again (their writes are stored); a finished thread is a no-op.
+            return self.graph.invoke(None, cfg)
+        row = self.ledger.get(exp_id)
+        start: dict[str, Any] = {"experiment": exp_id, "origin": row.origin, "rejections": [], "proposals": 0,
+                                 "code_calls": 0, "repairs": 0}
+        given = (row.proposal or {}).get("code")
+        if given:  # baselines and `archlab eval`: the code is given
+            start.update(code=given, proposal={k: v for k, v in row.proposal.items() if k != "code"})
+        self.ledger.update(exp_id, status="running", started=time.time())
+        return self.graph.invoke(start, cfg)
+
+    def _crashed(self, exp_id: int, exc: BaseException) -> None:
+        """A bug in a step must not stop the campaign: record it and go on."""
+        log = self.folder.experiment(exp_id) / "error.log"
+        log.write_text("".join(traceback.format_exception(exc)))
+        self.ledger.update(exp_id, status="failed", failure_reason=f"internal error: {exc!r} (see {log})",
+                           finished=time.time())
+        self.ledger.event(exp_id, "experiment.failed", {"reason": f"internal error: {exc!r}"}, key=f"{exp_id}:finished")
+
+    # -- budgets --------------------------------------------------------------
+    def stop_reason(self) -> str | None:
+        """Why no new experiment may start, or None."""
+        b, spend = self.config.budget, self.ledger.spend()
+        counted = len(self.ledger.experiments(status=[*IN_FLIGHT, "done", "failed"], origin=["campaign"]))
+        if counted >= b.experiments:
+            return f"experiment budget reached ({b.experiments})"
+        if b.hours is not None and spend["wall_s"] >= b.hours * 3600:
+            return f"wall-clock budget reached ({b.hours} h)"
+        if b.gpu_hours is not None and spend["gpu_s"] >= b.gpu_hours * 3600:
+            return f"GPU-hour budget reached ({b.gpu_hours} h)"
+        try:
+            self.ctx.guard_llm_budget()
+        except BudgetExceeded as exc:
+            return str(exc)
+        return None
+
+    def _seed_baselines(self) -> list[int]:
+        if not self.config.search.baselines or self.ledger.get_meta("baselines_allocated"):
+            return []
+        ids = [self.ledger.allocate("baseline", {"name": c.name, "motivation": c.motivation or "baseline",
+                                                 "design": c.name, "code": c.code, "genome": c.genome}, name=c.name)
+               for c in self.ctx.task.seeds()]
+        self.ledger.set_meta("baselines_allocated", ids)
+        return ids
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self, on_progress: ProgressFn | None = None) -> Summary:
+        self._take_lock()
+        self.ctx.task.prepare(self.folder.root)
+        self.ledger.event(None, "campaign.start", {"pid": os.getpid()})
+        queue = deque(e.id for e in self.ledger.experiments(status=IN_FLIGHT))  # resume first
+        queue += [i for i in self._seed_baselines() if i not in queue]
+        futures: dict[Future, int] = {}
+        stop: str | None = None
+        tick = time.time()
+        with ThreadPoolExecutor(self.config.search.parallel, thread_name_prefix="exp") as pool:
+            while True:
+                stop = stop or self.stop_reason()
+                while len(futures) < self.config.search.parallel and (queue or stop is None):
+                    exp_id = queue.popleft() if queue else self.ledger.allocate("campaign")
+                    futures[pool.submit(self.run_experiment, exp_id)] = exp_id
+                    stop = stop or self.stop_reason()
+                if not futures:
+                    break
+                finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    exp_id = futures.pop(fut)
+                    exc = fut.exception()
+                    if isinstance(exc, BudgetExceeded):
+                        stop = f"{exc} (experiment #{exp_id} left to resume)"
+                        queue.clear()
+                    elif exc is not None:
+                        self._crashed(exp_id, exc)
+                now = time.time()
+                self.ledger.add_spend(wall_s=now - tick)
+                tick = now
+                if on_progress:
+                    on_progress(self.snapshot(len(futures)))
+        summary = self.summary(stop or "finished")
+        self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason})
+        self.folder.lock.unlink(missing_ok=True)
+        return summary
+
+    def _take_lock(self) -> None:
+        lock = self.folder.lock
+        if lock.exists():
+            pid = int(lock.read_text() or 0)
+            if pid and pid != os.getpid() and Path(f"/proc/{pid}").exists():
+                raise ArchlabError(f"campaign {self.folder.id} is already running (pid {pid}); stop it first")
+        lock.write_text(str(os.getpid()))
+
+    # -- reading ------------------------------------------------------------------
+    def snapshot(self, in_flight: int) -> dict[str, Any]:
+        best = self.ctx.best()
+        return {"counts": self.ledger.counts(), "in_flight": in_flight, "budget": self.config.budget.experiments,
+                "best": {"id": best.id, "name": best.name, "score": best.score} if best else None,
+                "spend": self.ledger.spend(), "live": dict(self.ctx.live)}
+
+    def summary(self, stop_reason: str) -> Summary:
+        best = self.ctx.best()
+        return Summary(self.folder.id, stop_reason, self.ledger.counts(), self.ledger.spend(),
+                       best.to_dict() if best else None)
+
+    def finished_ok(self) -> bool:
+        return not self.ledger.experiments(status=IN_FLIGHT) and bool(self.ledger.experiments(status=FINISHED))

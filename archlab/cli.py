@@ -1,0 +1,272 @@
+"""archlab's command line. Heavy libraries (litellm, torch, langgraph) are
+imported inside the commands that use them, so `archlab --help` stays fast."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="archlab: an autonomous lab for neural-architecture research.")
+console = Console(stderr=True)
+out = Console()
+
+WORKSPACE = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)")
+CONFIG = typer.Option(None, "--config", "-c", help="archlab.toml to read (default ./archlab.toml when present)")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags -> the nested override dict config.load_config expects."""
+    where = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm",
+             "budget": "budget", "hours": "budget", "gpu_hours": "budget", "tokens": "budget", "usd": "budget",
+             "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox"}
+    rename = {"task": "name", "budget": "experiments", "sandbox": "backend"}
+    out: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        if flag == "workspace":
+            out["workspace"] = value
+            continue
+        out.setdefault(where[flag], {})[rename.get(flag, flag)] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+def _config(config: Optional[Path], **flags: Any) -> Any:
+    from archlab.config import load_config
+    from archlab.errors import ArchlabError
+
+    try:
+        return load_config(config, overrides=_overrides(**flags))
+    except ArchlabError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def run(
+    task: Optional[str] = typer.Option(None, help="task pack (see `archlab tasks`); default lm"),
+    preset: Optional[str] = typer.Option(None, help="task preset, e.g. tiny, small"),
+    table: Optional[Path] = typer.Option(None, help="nb201: the NAS-Bench-201 table (CSV or JSON)"),
+    dataset: Optional[str] = typer.Option(None, help="nb201: cifar10 | cifar100 | imagenet16"),
+    budget: Optional[int] = typer.Option(None, help="evaluated experiments (baselines not counted)"),
+    hours: Optional[float] = typer.Option(None, help="wall-clock budget"),
+    gpu_hours: Optional[float] = typer.Option(None, help="GPU-hour budget"),
+    tokens: Optional[int] = typer.Option(None, help="LLM token budget"),
+    usd: Optional[float] = typer.Option(None, help="LLM spend budget in USD"),
+    parallel: Optional[int] = typer.Option(None, help="experiments in flight at once"),
+    strategy: Optional[str] = typer.Option(None, help="auto | llm | random | evolution"),
+    model: Optional[str] = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
+    seed: Optional[int] = typer.Option(None, help="campaign seed"),
+    sandbox: Optional[str] = typer.Option(None, help="process | docker | ray"),
+    workspace: Optional[Path] = WORKSPACE,
+    config: Optional[Path] = CONFIG,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
+) -> None:
+    """Launch a campaign (default: a short offline campaign on the lm task)."""
+    cfg = _config(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
+                  gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
+                  seed=seed, sandbox=sandbox, workspace=workspace)
+    if cfg.strategy != "llm":
+        console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
+                      "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)")
+    from archlab.campaign import Campaign
+
+    campaign = _guard(lambda: Campaign.create(cfg))
+    console.print(f"campaign [bold]{campaign.folder.id}[/] in {campaign.folder.root}")
+    _drive(campaign, quiet)
+
+
+@app.command()
+def resume(
+    campaign_id: str = typer.Argument(..., help="campaign id (see `archlab ls`) or its folder"),
+    budget: Optional[int] = typer.Option(None, help="raise the experiment budget"),
+    hours: Optional[float] = typer.Option(None), tokens: Optional[int] = typer.Option(None),
+    usd: Optional[float] = typer.Option(None), gpu_hours: Optional[float] = typer.Option(None),
+    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Continue a stopped or killed campaign: unfinished experiments first, nothing repeated."""
+    from archlab.campaign import Campaign
+
+    ws = _config(config, workspace=workspace).workspace
+    overrides = _overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours)
+    campaign = _guard(lambda: Campaign.open(ws, campaign_id, overrides))
+    _drive(campaign, quiet)
+
+
+def _guard(fn: Any) -> Any:
+    from archlab.errors import ArchlabError
+
+    try:
+        return fn()
+    except ArchlabError as exc:
+        _fail(str(exc))
+
+
+def _drive(campaign: Any, quiet: bool) -> None:
+    from archlab.progress import live_progress
+
+    try:
+        with live_progress(console, enabled=not quiet and console.is_terminal) as update:
+            summary = _guard(lambda: campaign.run(on_progress=update))
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted; continue with: archlab resume {campaign.folder.id}")
+        os._exit(130)  # sandbox jobs die with us (PDEATHSIG); checkpoints are already durable
+    console.print(f"stopped: {summary.stop_reason}")
+    _print_board(campaign.folder.id, campaign.ledger, campaign.ctx.task)
+    console.print(f"details: archlab show {campaign.folder.id}")
+
+
+def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
+    from archlab.views import leaderboard, render_leaderboard
+
+    board = leaderboard(ledger, task.metric, task.higher_is_better, task.report_metric, limit=15)
+    counts = ledger.counts()
+    out.print(render_leaderboard(board, task.metric, task.report_metric, f"{campaign_id}: leaderboard"))
+    spend = ledger.spend()
+    out.print(f"evaluated {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
+              f"duplicates reused {counts.get('reused', 0)}; tokens {int(spend['tokens'])}, "
+              f"USD {spend['usd']:.4f}, train {spend.get('train_s', 0):.1f} s, wall {spend['wall_s']:.1f} s")
+
+
+@app.command("ls")
+def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG) -> None:
+    """List the campaigns of the workspace."""
+    from rich.table import Table
+
+    from archlab.folder import list_campaigns
+    from archlab.memory.ledger import Ledger
+    from archlab.tasks import get_task
+    from archlab.views import leaderboard
+
+    ws = _config(config, workspace=workspace).workspace
+    table = Table(title=f"campaigns in {ws}")
+    for col in ("id", "task", "done", "failed", "in flight", "best"):
+        table.add_column(col, no_wrap=col == "id")
+    for folder in list_campaigns(ws):
+        ledger = Ledger(folder.ledger)
+        counts = ledger.counts()
+        name = folder.read_config().get("task", {}).get("name", "?")
+        task = _guard(lambda: get_task(name))
+        board = leaderboard(ledger, task.metric, task.higher_is_better, limit=1)
+        table.add_row(folder.id, name, str(counts.get("done", 0)), str(counts.get("failed", 0)),
+                      str(counts.get("pending", 0) + counts.get("running", 0)),
+                      f"#{board[0]['id']} {task.metric}={board[0][task.metric]:.4f}" if board else "")
+        ledger.close()
+    out.print(table)
+
+
+@app.command()
+def show(
+    campaign_id: str = typer.Argument(..., help="campaign id or folder"),
+    experiment: Optional[int] = typer.Argument(None, help="one experiment's id"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+) -> None:
+    """Leaderboard, counts and spend of a campaign, or one experiment in full."""
+    from archlab.folder import CampaignFolder
+    from archlab.memory.ledger import Ledger
+    from archlab.tasks import get_task
+    from archlab.views import campaign_json
+
+    ws = _config(config, workspace=workspace).workspace
+    folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
+    cfg = folder.read_config()
+    task = _guard(lambda: get_task(cfg["task"]["name"]))
+    ledger = Ledger(folder.ledger)
+    if experiment is not None:
+        row = ledger.get(experiment)
+        if row is None:
+            _fail(f"campaign {folder.id} has no experiment {experiment}")
+        data = {**row.to_dict(), "events": ledger.events(experiment)}
+        code = Path(row.code_path).read_text() if row.code_path and Path(row.code_path).exists() else None
+        if as_json:
+            out.print_json(json.dumps({**data, "code": code}, default=str))
+            return
+        for key, value in data.items():
+            if key != "events":
+                out.print(f"[bold]{key}[/]: {value}")
+        if code:
+            from rich.syntax import Syntax
+
+            out.print(Syntax(code, "python"))
+        return
+    data = campaign_json(folder.id, ledger, cfg, task.metric, task.higher_is_better, task.report_metric)
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+        return
+    _print_board(folder.id, ledger, task)
+
+
+@app.command()
+def tasks() -> None:
+    """The task packs archlab knows."""
+    from archlab.tasks import TASKS
+
+    for name, (_, summary) in TASKS.items():
+        out.print(f"[bold]{name}[/]: {summary}")
+
+
+@app.command()
+def check(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a candidate module"),
+    task: Optional[str] = typer.Option(None, help="task pack"),
+    table: Optional[Path] = typer.Option(None), dataset: Optional[str] = typer.Option(None),
+    preset: Optional[str] = typer.Option(None),
+    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+) -> None:
+    """Gate and check one candidate (no training); exit 1 when it is rejected."""
+    from archlab.single import check_file
+
+    cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
+    verdict = _guard(lambda: check_file(cfg, file))
+    out.print(verdict.render())
+    raise typer.Exit(0 if verdict.accepted else 1)
+
+
+@app.command("eval")
+def eval_(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a candidate module"),
+    task: Optional[str] = typer.Option(None, help="task pack"),
+    table: Optional[Path] = typer.Option(None), dataset: Optional[str] = typer.Option(None),
+    preset: Optional[str] = typer.Option(None),
+    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+) -> None:
+    """Check and train one user-written candidate and record it in the workspace."""
+    from archlab.single import eval_file
+
+    cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
+    row = _guard(lambda: eval_file(cfg, file))
+    out.print(f"experiment #{row.id} ({row.origin}): {row.status}"
+              + (f", duplicate of #{row.duplicate_of} (result reused, nothing trained)" if row.duplicate_of else "")
+              + (f", {row.failure_reason}" if row.failure_reason else "")
+              + (f", score {row.score:.4f}" if row.score is not None else ""))
+    raise typer.Exit(1 if row.status == "failed" else 0)
+
+
+@app.command()
+def doctor(config: Optional[Path] = CONFIG) -> None:
+    """What this machine has for archlab, and what is missing."""
+    from archlab.doctor import checks
+
+    cfg = _config(config)
+    for ok, name, detail in checks(cfg):
+        out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {detail}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Configuration: pydantic models filled from archlab.toml, then ARCHLAB_*
+environment variables, then CLI flags (each overriding the one before).
+Everything is validated up front, with errors that say how to fix them."""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from archlab.errors import ConfigError
+
+CONFIG_FILE = "archlab.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(BaseModel):
+    """[task]: `name`, `preset`, and any task option (table, dataset, data, steps...)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "lm"
+    preset: str | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LLMConfig(_Section):
+    model: str | None = None  # any litellm model string; None = offline strategies
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_attempts: int = Field(3, ge=1, le=10)  # structured-output retries with feedback
+    api_base: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_string(cls, v: str | None) -> str | None:
+        if v in (None, "", "none", "offline"):
+            return None
+        from archlab.llm import validate_model_string  # cheap: no litellm import for known providers
+
+        validate_model_string(v)
+        return v
+
+
+class BudgetConfig(_Section):
+    experiments: int = Field(12, gt=0)      # evaluated experiments (baselines not counted)
+    hours: float | None = Field(None, gt=0)  # wall clock
+    gpu_hours: float | None = Field(None, gt=0)
+    tokens: int | None = Field(None, gt=0)
+    usd: float | None = Field(None, gt=0)
+
+
+class SandboxConfig(_Section):
+    backend: Literal["process", "docker", "ray"] = "process"
+    # Unset limits take the task's defaults (nb201: 30 s, 512 MB; lm: by preset).
+    check_wall_s: float | None = Field(None, gt=0)
+    train_wall_s: float | None = Field(None, gt=0)
+    memory_mb: int | None = Field(None, ge=64)
+    cpus: float | None = Field(None, gt=0)
+    gpus: list[int] = Field(default_factory=list)
+
+
+class SearchConfig(_Section):
+    strategy: Literal["auto", "llm", "random", "evolution"] = "auto"
+    seed: int = 0
+    parallel: int = Field(1, ge=1, le=256)
+    population: int = Field(10, ge=2)
+    tournament: int = Field(3, ge=1)
+    max_repairs: int = Field(2, ge=0)     # code fixes after a failed check or training
+    max_proposals: int = Field(8, ge=1)   # re-proposals after the gate rejects a duplicate
+    baselines: bool = True                # evaluate the task's baselines first
+
+    @field_validator("tournament")
+    @classmethod
+    def _tournament(cls, v: int, info: Any) -> int:
+        pop = info.data.get("population", 10)
+        if v > pop:
+            raise ValueError(f"tournament ({v}) cannot exceed population ({pop})")
+        return v
+
+
+class Config(_Section):
+    workspace: Path = Path("runs")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @property
+    def strategy(self) -> str:
+        """The strategy actually used: `auto` means llm when a model is set."""
+        if self.search.strategy == "auto":
+            return "llm" if self.llm.model else "evolution"
+        return self.search.strategy
+
+
+SECTIONS = ("task", "llm", "budget", "sandbox", "search")
+TOP_LEVEL = ("workspace",)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """ARCHLAB_BUDGET_EXPERIMENTS=5 -> {"budget": {"experiments": "5"}}."""
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith("ARCHLAB_"):
+            continue
+        rest = key[len("ARCHLAB_"):].lower()
+        if rest in TOP_LEVEL:
+            out[rest] = value
+            continue
+        section, _, field = rest.partition("_")
+        if section not in SECTIONS or not field:
+            raise ConfigError(
+                f"environment variable {key} is not a setting; use ARCHLAB_<SECTION>_<KEY> with a section in "
+                f"{', '.join(SECTIONS)} (e.g. ARCHLAB_BUDGET_EXPERIMENTS=20) or ARCHLAB_WORKSPACE"
+            )
+        if section == "sandbox" and field == "gpus":
+            value = [int(g) for g in value.split(",") if g.strip()]  # type: ignore[assignment]
+        out.setdefault(section, {})[field] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        if key in SECTIONS and not isinstance(value, dict):
+            raise ConfigError(f"{path}: `{key}` must be a table ([{key}]), not a value")
+    return data
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        section, _, field = where.partition(".")
+        hint = (f"set [{section}] {field} in archlab.toml, ARCHLAB_{section.upper()}_{field.upper()}, or the matching flag"
+                if field else f"check `{where}`")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+            hint = f"remove it or fix its spelling (see `archlab run --help`)"
+        lines.append(f"  {where}: {msg} (got {err.get('input')!r}); {hint}")
+    return ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines))
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """File < environment < flags. `path` None means ./archlab.toml when present."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    sources = ["defaults"]
+    if path is None and Path(CONFIG_FILE).exists():
+        path = Path(CONFIG_FILE)
+    if path is not None:
+        if not Path(path).exists():
+            raise ConfigError(f"config file {path} not found; create it or drop --config")
+        data = _read_toml(Path(path))
+        sources.append(str(path))
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides or {})
+    sources += ["environment", "flags"]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, " < ".join(sources)) from None
+    except ConfigError:
+        raise

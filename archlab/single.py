@@ -1,0 +1,83 @@
+"""One candidate from a file: `archlab check` (gate + sandboxed check, nothing
+recorded) and `archlab eval` (the whole graph from the gate, recorded in the
+workspace's eval campaign so a second eval of the same code trains nothing)."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlab.config import Config
+from archlab.folder import CampaignFolder
+
+
+@dataclass
+class Verdict:
+    file: Path
+    accepted: bool
+    stage: str                   # static | gate | check | ok
+    reasons: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def render(self) -> str:
+        head = f"{self.file}: {'ACCEPTED' if self.accepted else 'REJECTED at ' + self.stage}"
+        lines = [head, *[f"  - {r}" for r in self.reasons]]
+        for key, value in self.report.items():
+            lines.append(f"  {key}: {value}")
+        return "\n".join(lines)
+
+
+def eval_folder(config: Config) -> CampaignFolder:
+    """The workspace's standing campaign for single evaluations of a task."""
+    root = Path(config.workspace) / f"eval-{config.task.name}"
+    folder = CampaignFolder(root)
+    if not folder.config.exists():
+        (root / "experiments").mkdir(parents=True, exist_ok=True)
+        folder.write_config(config.model_dump(mode="json"))
+    return folder
+
+
+def check_file(config: Config, path: Path) -> Verdict:
+    from archlab.memory.fingerprint import hashes
+    from archlab.memory.ledger import Ledger
+    from archlab.sandbox import get_backend
+    from archlab.tasks import get_task
+
+    task = get_task(config.task.name, config.task.options, config.task.preset)
+    task.validate()
+    code = path.read_text()
+    errors = task.static_errors(code)
+    if errors:
+        return Verdict(path, False, "static", errors)
+    h = hashes(code)
+    folder = Path(config.workspace) / f"eval-{config.task.name}"
+    if (folder / "ledger.sqlite").exists():
+        hit = Ledger(folder / "ledger.sqlite").find_hash(-1, text_hash=h.text) or \
+            Ledger(folder / "ledger.sqlite").find_hash(-1, ast_hash=h.ast)
+        if hit is not None:
+            return Verdict(path, False, "gate", [f"duplicate of experiment #{hit.id} ({hit.name}) in {folder}"])
+    with tempfile.TemporaryDirectory(prefix="archlab-check-") as tmp:
+        task.prepare(Path(tmp))
+        from archlab.agents.context import job_limits
+
+        limits = job_limits(task.default_limits, config.sandbox, "check")
+        job = task.check_job(code, Path(tmp) / "check", config.search.seed, limits)
+        result = get_backend(config.sandbox.backend).run(job)
+    report = {k: v for k, v in (result.result or {}).items() if k not in ("status", "reason")}
+    report["ast_hash"] = h.ast[:16]
+    if not result.ok:
+        return Verdict(path, False, "check", [f"{result.status}: {result.reason}"], report)
+    return Verdict(path, True, "ok", [], report)
+
+
+def eval_file(config: Config, path: Path) -> Any:
+    from archlab.campaign import Campaign
+
+    code = path.read_text()
+    campaign = Campaign(eval_folder(config), config)
+    campaign.ctx.task.prepare(campaign.folder.root)
+    exp = campaign.ledger.allocate("eval", {"name": path.stem, "motivation": f"user candidate {path}",
+                                            "design": path.name, "code": code}, name=path.stem)
+    campaign.run_experiment(exp)
+    return campaign.ledger.get(exp)

@@ -1,0 +1,123 @@
+"""What a task pack is: the interface a candidate meets, its seeds, design
+space, integrity checks, harness and metric. The campaign only talks to this."""
+from __future__ import annotations
+
+import ast
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlab.errors import ConfigError
+from archlab.sandbox.base import Job, Limits
+
+
+class TaskOptionError(ConfigError):
+    """A task option is missing or wrong; the message says how to fix it."""
+
+
+@dataclass
+class Candidate:
+    """A proposal made concrete: code, plus the genome when a strategy rendered it."""
+
+    name: str
+    code: str
+    motivation: str = ""
+    genome: dict[str, Any] | None = None
+
+
+class DesignSpace(ABC):
+    """The grammar the offline strategies search: sample, mutate, render to code."""
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def mutate(self, genome: dict[str, Any], rng: random.Random) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def render(self, genome: dict[str, Any]) -> str: ...
+
+    @abstractmethod
+    def describe(self, genome: dict[str, Any]) -> str:
+        """A short human name for the genome (used as the proposal name)."""
+
+
+class TaskPack(ABC):
+    """Subclasses set the class attributes and implement the methods.
+    `options` are the task's table in the config (e.g. table path, dataset);
+    `preset` names a size (tiny, small, ...) where the task has presets."""
+
+    name: str = "abstract"
+    summary: str = ""
+    metric: str = "score"           # what the search optimises (e.g. val accuracy)
+    higher_is_better: bool = True
+    report_metric: str = "score"    # what is reported for the selected best (e.g. test accuracy)
+    required_symbol: str = "model"  # top-level name a candidate must define
+    interface: str = ""             # the contract in words, for prompts and errors
+    default_limits: Limits = Limits()  # the sandbox config overrides what it sets
+    forbidden_imports: tuple[str, ...] = ("os", "subprocess", "socket", "shutil", "requests", "urllib", "http", "ctypes", "multiprocessing")
+
+    def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
+        self.options = dict(options or {})
+        self.preset = preset
+
+    # -- set-up ---------------------------------------------------------
+    def validate(self) -> None:
+        """Raise TaskOptionError when options are unusable (missing table, ...)."""
+
+    def prepare(self, campaign_dir: Path) -> None:
+        """One-off work before the first job (index a table, cache data)."""
+
+    @abstractmethod
+    def seeds(self) -> list[Candidate]:
+        """Baseline candidates: they seed campaigns and anchor leaderboards."""
+
+    @property
+    @abstractmethod
+    def space(self) -> DesignSpace: ...
+
+    # -- checks and jobs --------------------------------------------------
+    def static_errors(self, code: str) -> list[str]:
+        """Cheap checks before anything runs: parses, defines the symbol, imports."""
+        try:
+            tree = ast.parse(code)
+        except SyntaxError as exc:
+            return [f"the code does not parse: {exc.msg} (line {exc.lineno})"]
+        errors: list[str] = []
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
+        defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        if self.required_symbol not in defined:
+            errors.append(f"the module must define `{self.required_symbol}` at top level ({self.interface.splitlines()[0] if self.interface else ''})".rstrip(" ()"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for mod in names:
+                if mod.split(".")[0] in self.forbidden_imports:
+                    errors.append(f"import of `{mod}` is not allowed in a candidate")
+        return errors
+
+    @abstractmethod
+    def check_job(self, code: str, workdir: Path, seed: int, limits: Limits) -> Job:
+        """The sandbox job that builds the candidate and runs the integrity probes.
+        Its result.json: {"status": "ok"|"integrity"|"error", "reason": str,
+        "fingerprint": str, "params": int, ...}."""
+
+    @abstractmethod
+    def train_job(self, code: str, workdir: Path, seed: int, limits: Limits) -> Job:
+        """The sandbox job that trains/evaluates. Its result.json:
+        {"status": "ok"|"nan"|"integrity"|"error", "metrics": {...}, "curves": {...}}."""
+
+    # -- scoring ------------------------------------------------------------
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+    def score(self, metrics: dict[str, Any] | None) -> float | None:
+        """The searched metric, or None when absent."""
+        if not metrics or metrics.get(self.metric) is None:
+            return None
+        return float(metrics[self.metric])

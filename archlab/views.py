@@ -1,0 +1,60 @@
+"""Read-only views of a campaign for people (rich tables) and scripts (JSON)."""
+from __future__ import annotations
+
+from typing import Any
+
+from archlab.memory.ledger import Ledger
+
+
+def leaderboard(ledger: Ledger, metric: str, higher_is_better: bool, report_metric: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    rows = [e for e in ledger.experiments(status=["done"]) if e.score is not None]
+    rows.sort(key=lambda e: e.score, reverse=higher_is_better)
+    out = []
+    for rank, e in enumerate(rows[:limit] if limit else rows, 1):
+        out.append({"rank": rank, "id": e.id, "origin": e.origin, "name": e.name, "parent": e.parent,
+                    metric: e.score, **({report_metric: (e.metrics or {}).get(report_metric)}
+                                        if report_metric and report_metric != metric else {})})
+    return out
+
+
+def campaign_json(campaign_id: str, ledger: Ledger, config: dict[str, Any], metric: str,
+                  higher_is_better: bool, report_metric: str) -> dict[str, Any]:
+    board = leaderboard(ledger, metric, higher_is_better, report_metric)
+    best = board[0] if board else None
+    return {
+        "campaign": campaign_id,
+        "task": config.get("task", {}).get("name"),
+        "metric": metric, "higher_is_better": higher_is_better, "report_metric": report_metric,
+        "counts": ledger.counts(),
+        "spend": ledger.spend(),
+        "best": best,
+        "reported": {report_metric: best.get(report_metric, best.get(metric))} if best else None,
+        "experiments": [_row(e) for e in ledger.experiments()],
+    }
+
+
+def _row(e: Any) -> dict[str, Any]:
+    d = e.to_dict()
+    proposal = d.pop("proposal") or {}
+    d["motivation"] = proposal.get("motivation")
+    d["genome"] = proposal.get("genome")
+    return d
+
+
+def render_leaderboard(board: list[dict[str, Any]], metric: str, report_metric: str, title: str) -> Any:
+    from rich.table import Table
+
+    columns = ("rank", "id", "origin", "name", metric) + ((report_metric,) if report_metric != metric else ())
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("rank", "id") else "left", overflow="fold")
+    for row in board:
+        table.add_row(*[_fmt(row.get(col)) for col in columns])
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)

@@ -1,0 +1,90 @@
+"""The sandbox interface every backend implements (process, docker, ray).
+
+A job is a plain program (a task harness) plus its files. The backend lays the
+files out read-only in `<workdir>/input`, gives the program a writable
+`<workdir>/output`, runs it under limits, streams its JSON-lines log and
+classifies the outcome. Candidate code never runs in the campaign's process.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+Status = Literal["ok", "timeout", "oom", "crash", "nan", "integrity"]
+STATUSES: tuple[str, ...] = ("ok", "timeout", "oom", "crash", "nan", "integrity")
+
+# Placeholders a job's command may use; each backend substitutes its own paths.
+PYTHON, INPUT, OUTPUT = "{python}", "{input}", "{output}"
+
+
+@dataclass
+class Limits:
+    wall_time_s: float = 600.0
+    memory_mb: int = 4096
+    cpus: float = 1.0
+    gpus: list[int] = field(default_factory=list)
+    output_bytes: int = 2_000_000  # cap on the captured log
+
+
+@dataclass
+class Job:
+    """What to run. `files` are written into input/; `data` are external paths
+    exposed read-only as input/<name>; `command` uses the placeholders above."""
+
+    name: str
+    workdir: Path
+    command: list[str]
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    data: dict[str, Path] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)  # extra variables, already vetted
+
+
+@dataclass
+class JobResult:
+    status: Status
+    reason: str = ""
+    exit_code: int | None = None
+    result: dict[str, Any] | None = None  # output/result.json, when written
+    log_path: Path | None = None
+    log_tail: str = ""
+    wall_s: float = 0.0
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "reason": self.reason, "exit_code": self.exit_code,
+            "result": self.result, "log_path": str(self.log_path) if self.log_path else None,
+            "log_tail": self.log_tail, "wall_s": self.wall_s, "truncated": self.truncated,
+        }
+
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class Backend(ABC):
+    """Runs one job to completion; `on_event` gets each JSON line the job prints."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def run(self, job: Job, on_event: EventSink | None = None) -> JobResult: ...
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """A harness event is one JSON object per line with an "event" key."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "event" in obj else None

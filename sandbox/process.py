@@ -1,0 +1,371 @@
+"""The process backend: a job runs as a local subprocess under OS limits.
+
+What it guarantees: its own session (the wall-time limit kills the whole
+process group with SIGKILL, so a child that ignores SIGTERM dies, and so do
+its children), a memory rlimit, no core dumps, PR_SET_PDEATHSIG so the job
+dies with the campaign process (a resumed campaign must not find an orphan
+still training), an environment scrubbed to an allow-list (no API keys or
+tokens), input/ written read-only and hashed before and after the run.
+
+What it cannot guarantee (docker can): a process that calls setsid() itself
+leaves the group; PDEATHSIG reaches only the direct child (grandchildren of a
+killed campaign live on until they exit) and fires when the *thread* that
+called run() exits, so call run() from a thread that outlives the job; data
+under input/ is a symlink to the real path; file modes do not stop root, nor
+a candidate that chmods its input back (the hash check after the run catches
+a change, not a change undone before exit); no network isolation.
+
+Memory is capped with RLIMIT_DATA (private writable mappings: heap, anonymous
+mmap, thread stacks), not RLIMIT_AS. Measured (torch 2.11+cu130, H200):
+a CUDA build of torch maps ~18 GB of address space (VmPeak 18.9 GB, VmData
+1.8 GB) for a small bf16 model, so RLIMIT_AS at 4096 or even 16384 MB breaks
+CUDA init, and on such a machine even a CPU-only job fails under RLIMIT_AS
+4096; RLIMIT_DATA 2048 and 4096 both train fine, and a bytearray bomb still
+dies with MemoryError. With the CPU wheel (torch 2.13) a small model peaks at
+~0.85 GB VmPeak. RLIMIT_DATA does not count shared mappings (/dev/shm): a hard
+limit on resident memory needs a cgroup (docker backend).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from archlab.sandbox.base import (
+    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, parse_event,
+)
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+# Loaded here, not in the forked child: dlopen there could deadlock on a lock
+# another thread held at fork time (several jobs run from threads at once).
+_LIBC = ctypes.CDLL(None, use_errno=True)
+TAIL_CHARS = 4000           # JobResult.log_tail
+TAIL_KEEP = 64 * 1024       # rolling tail of the stream, scanned for OOM markers
+MAX_LINE = 1 << 20          # a longer line without newline is not an event: dropped
+CHUNK = 64 * 1024
+DRAIN_AFTER_EXIT_S = 2.0    # read what is left in the pipe once the job has exited
+OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "can't allocate memory",
+               "std::bad_alloc", "out of memory", "Memory allocation still failed")
+RESULT_STATUSES = {"ok": "ok", "nan": "nan", "integrity": "integrity", "oom": "oom"}  # a harness may catch its own OOM
+
+
+def _env_for(job: Job, output: Path) -> dict[str, str]:
+    """Allow-list only: nothing else from the parent (no *_API_KEY, no tokens)."""
+    parent = os.environ
+    lim = job.limits
+    threads = str(max(1, int(lim.cpus)))
+    env = {
+        "PATH": parent.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(output),
+        "LANG": parent.get("LANG", "C.UTF-8"),
+        "LC_ALL": parent.get("LC_ALL", "C.UTF-8"),
+        "PYTHONHASHSEED": parent.get("PYTHONHASHSEED", "0"),
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in lim.gpus),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
+    if "TZ" in parent:
+        env["TZ"] = parent["TZ"]
+    env.update(job.env)
+    return env
+
+
+def _preexec(limits: Limits, parent_pid: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec (after setsid)."""
+    mem = limits.memory_mb * 1024 * 1024
+
+    def setup() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(137)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if mem > 0:
+            resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))  # see module doc
+
+    return setup
+
+
+def _safe_rel(name: str) -> Path:
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"job file name {name!r} must be a relative path inside input/")
+    return rel
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a previous run's tree, including read-only dirs; never follows symlinks."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            p = os.path.join(root, d)
+            if not os.path.islink(p):
+                os.chmod(p, 0o755)
+    os.chmod(path, 0o755)
+    shutil.rmtree(path)
+
+
+def _lay_out_input(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Write files read-only, link data; return ({file: sha256}, {data link: target})."""
+    inp.mkdir(parents=True)
+    hashes: dict[str, str] = {}
+    links: dict[str, str] = {}
+    for name, content in job.files.items():
+        rel = _safe_rel(name)
+        data = content.encode() if isinstance(content, str) else bytes(content)
+        path = inp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o444)
+        hashes[rel.as_posix()] = hashlib.sha256(data).hexdigest()
+    for name, target in job.data.items():
+        rel = _safe_rel(name)
+        (inp / rel).parent.mkdir(parents=True, exist_ok=True)
+        links[rel.as_posix()] = str(Path(target).resolve())
+        (inp / rel).symlink_to(links[rel.as_posix()])
+    for root, dirs, _ in os.walk(inp, topdown=False):
+        for d in dirs:
+            p = os.path.join(root, d)
+            if not os.path.islink(p):
+                os.chmod(p, 0o555)
+    inp.chmod(0o555)
+    return hashes, links
+
+
+def _tampered(inp: Path, hashes: dict[str, str], links: dict[str, str]) -> str | None:
+    """Name the first input that changed, vanished or appeared; None if intact."""
+    for rel, digest in hashes.items():
+        path = inp / rel
+        if path.is_symlink() or not path.is_file():
+            return f"input/{rel} was replaced or removed"
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return f"input/{rel} was modified"
+    for rel, target in links.items():
+        path = inp / rel
+        if not path.is_symlink() or os.readlink(path) != target:
+            return f"input/{rel} (data link) was replaced or removed"
+    expected = set(hashes) | set(links)
+    expected |= {p.as_posix() for rel in expected for p in Path(rel).parents if p != Path(".")}
+    for root, dirs, files in os.walk(inp):
+        for name in dirs + files:
+            rel = Path(os.path.join(root, name)).relative_to(inp).as_posix()
+            if rel not in expected:
+                return f"input/{rel} was added"
+    return None
+
+
+def _last_line(tail: str) -> str:
+    """The last meaningful log line, e.g. the exception line of a traceback."""
+    for line in reversed(tail.splitlines()):
+        line = line.strip()
+        if line and not line.startswith("[archlab]") and parse_event(line) is None:
+            return line[:500]
+    return ""
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _Stream:
+    """Consumes the job's merged stdout/stderr: capped log file, events, rolling tail.
+    Memory stays bounded whatever the job prints."""
+
+    def __init__(self, log_file: Any, cap: int, on_event: EventSink | None, job_name: str):
+        self.log, self.cap, self.on_event, self.job_name = log_file, cap, on_event, job_name
+        self.written = 0
+        self.truncated = False
+        self.partial = b""
+        self.tail = bytearray()
+        self.event_errors = 0
+
+    def feed(self, chunk: bytes) -> None:
+        room = self.cap - self.written
+        if room > 0:
+            self.log.write(chunk[:room])
+            self.written += min(room, len(chunk))
+        if len(chunk) > room and not self.truncated:
+            self.truncated = True
+            self.log.write(f"\n[archlab] log truncated at {self.cap} bytes; "
+                           "further output discarded\n".encode())
+        self.log.flush()
+        self.tail += chunk
+        if len(self.tail) > TAIL_KEEP:
+            del self.tail[:-TAIL_KEEP]
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > MAX_LINE:
+            self.partial = b""
+        for raw in lines:
+            self._line(raw)
+
+    def close(self) -> None:
+        if self.partial:
+            self._line(self.partial)
+            self.partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        if self.on_event is None or not raw.lstrip().startswith(b"{"):
+            return
+        event = parse_event(raw.decode("utf-8", errors="replace"))
+        if event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # a broken sink must not kill the job
+            self.event_errors += 1
+            if self.event_errors == 1:
+                log.exception("on_event failed for job %s (further failures not logged)",
+                              self.job_name)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, python: str | None = None):
+        self.python = python or sys.executable
+
+    def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
+        workdir = Path(job.workdir).resolve()
+        inp, out, log_path = workdir / "input", workdir / "output", workdir / "log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        for stale in (inp, out, log_path):  # a rerun (resume) starts clean
+            _rmtree(stale)
+        hashes, links = _lay_out_input(job, inp)
+        out.mkdir()
+        subst = {PYTHON: self.python, INPUT: str(inp), OUTPUT: str(out)}
+        command = [_substitute(arg, subst) for arg in job.command]
+        lim = job.limits
+
+        with open(log_path, "wb") as log_file:
+            stream = _Stream(log_file, lim.output_bytes, on_event, job.name)
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    command, cwd=out, env=_env_for(job, out), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_preexec(lim, os.getpid()), close_fds=True,
+                )
+            except OSError as e:
+                log_file.write(f"[archlab] cannot start {command!r}: {e}\n".encode())
+                return JobResult("crash", f"cannot start job: {e}", log_path=log_path,
+                                 log_tail=f"cannot start job: {e}")
+            timed_out = False
+            try:
+                timed_out = self._pump(proc, stream, start + lim.wall_time_s)
+            finally:
+                _kill_group(proc.pid)  # stragglers, or everything if we are interrupted
+                proc.wait()
+            wall_s = time.monotonic() - start
+            stream.close()
+
+        tail = stream.tail.decode("utf-8", errors="replace")
+        status, reason, result = _classify(
+            proc.returncode, timed_out, tail, out / "result.json", lim)
+        if (what := _tampered(inp, hashes, links)) is not None:
+            status, reason = "integrity", what  # a tampered run proves nothing
+        return JobResult(
+            status=status, reason=reason, exit_code=proc.returncode, result=result,
+            log_path=log_path, log_tail=tail[-TAIL_CHARS:], wall_s=round(wall_s, 3),
+            truncated=stream.truncated,
+        )
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen, stream: _Stream, deadline: float) -> bool:
+        """Read until EOF; kill the group at the deadline. True if it timed out."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        exited_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline and exited_at is None:
+                    _kill_group(proc.pid)
+                    return True
+                if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT_S:
+                    return False  # something outside the group holds the pipe
+                if sel.select(timeout=min(max(deadline - now, 0.0), 0.2)):
+                    try:
+                        chunk = os.read(fd, CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return False
+                    stream.feed(chunk)
+                elif exited_at is None and proc.poll() is not None:
+                    exited_at = time.monotonic()
+                    _kill_group(proc.pid)  # grandchildren holding the pipe open
+        finally:
+            sel.close()
+            proc.stdout.close()
+
+
+def _substitute(arg: str, subst: dict[str, str]) -> str:
+    for key, value in subst.items():
+        arg = arg.replace(key, value)
+    return arg
+
+
+def _classify(code: int | None, timed_out: bool, tail: str, result_path: Path,
+              lim: Limits) -> tuple[str, str, dict[str, Any] | None]:
+    """timeout > oom > result.json's status > nonzero exit > missing result.json."""
+    result: dict[str, Any] | None = None
+    bad_result = ""
+    if result_path.is_file():
+        try:
+            loaded = json.loads(result_path.read_text())
+            if isinstance(loaded, dict):
+                result = loaded
+            else:
+                bad_result = "result.json is not a JSON object"
+        except (ValueError, UnicodeDecodeError) as e:
+            bad_result = f"result.json is not valid JSON: {e}"
+    if timed_out:
+        return "timeout", f"wall time limit of {lim.wall_time_s:g} s exceeded", result
+    reported = result.get("status") if result else None
+    marker = next((m for m in OOM_MARKERS if m in tail), None)
+    # A job that ends well (exit 0, status ok) may have caught an OOM and backed off.
+    clean = code == 0 and reported == "ok"
+    if code == -signal.SIGKILL or (marker and not clean):
+        why = marker or "killed by SIGKILL"
+        return "oom", f"out of memory (limit {lim.memory_mb} MB): {_last_line(tail) or why}", result
+    if result is not None:
+        if reported in RESULT_STATUSES:
+            return RESULT_STATUSES[reported], str(result.get("reason", "")), result
+        if reported is None:
+            return "crash", "result.json has no 'status'", result
+        return "crash", str(result.get("reason") or f"harness reported status {reported!r}"), result
+    if bad_result:
+        return "crash", bad_result, None
+    if code != 0:
+        line = _last_line(tail)
+        if code is not None and code < 0:
+            sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return "crash", f"killed by {sig}" + (f": {line}" if line else ""), None
+        return "crash", line or f"exit code {code}", None
+    return "crash", "harness wrote no result.json", None

@@ -1,0 +1,52 @@
+"""Shared fixtures: a synthetic NAS-Bench-201 table (every cell, made-up but
+deterministic accuracies) and a clean environment for CLI subprocesses."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+WEIGHT = {"none": 0.0, "skip_connect": 1.0, "nor_conv_1x1": 2.0, "nor_conv_3x3": 3.0, "avg_pool_3x3": 0.5}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def arch_string(edges: tuple[str, ...]) -> str:
+    e = edges
+    return f"|{e[0]}~0|+|{e[1]}~0|{e[2]}~1|+|{e[3]}~0|{e[4]}~1|{e[5]}~2|"
+
+
+def synthetic_accuracy(arch: str) -> tuple[float, float]:
+    """Validation and test accuracy: more convolutions is better, plus hashed noise."""
+    ops = [tok.split("~")[0] for tok in arch.strip("|").replace("+", "").split("|") if tok]
+    noise = int(hashlib.sha256(arch.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+    val = 60 + 1.8 * sum(WEIGHT[o] for o in ops) + 2 * noise
+    return round(val, 4), round(val + 2.5 - noise, 4)
+
+
+@pytest.fixture(scope="session")
+def nb201_table(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("nb201") / "table.csv.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("arch,cifar10_val,cifar10_test,cifar100_val,cifar100_test,imagenet16_val,imagenet16_test\n")
+        for edges in itertools.product(OPS, repeat=6):
+            arch = arch_string(edges)
+            val, test = synthetic_accuracy(arch)
+            f.write(f"{arch},{val},{test},{val - 20},{test - 20},{val - 40},{test - 40}\n")
+    return path
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    """Environment for running `archlab` as a subprocess: no ARCHLAB_* leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHLAB_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+ARCHLAB = [sys.executable, "-m", "archlab.cli"]
