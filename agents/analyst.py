@@ -22,11 +22,15 @@ def _delta(ctx: LabContext, label: str, score: float, other: Any) -> str | None:
 
 def comparisons(ctx: LabContext, state: ExperimentState, score: float) -> list[str]:
     exp = state["experiment"]
-    parent_id = (state.get("proposal") or {}).get("parent_id")
-    parent = ctx.ledger.get(parent_id) if parent_id is not None else None
-    lines = [_delta(ctx, "parent", score, parent),
-             _delta(ctx, "best so far", score, ctx.best(exclude=exp)),
-             _delta(ctx, "best baseline", score, ctx.best(exclude=exp, origin=("baseline",)))]
+
+    def ids() -> dict[str, int | None]:
+        best, baseline = ctx.best(exclude=exp), ctx.best(exclude=exp, origin=("baseline",))
+        return {"parent": (state.get("proposal") or {}).get("parent_id"),
+                "best so far": best.id if best else None, "best baseline": baseline.id if baseline else None}
+
+    shown = ctx.remember(exp, "analyse", 0, ids)
+    lines = [_delta(ctx, label, score, ctx.ledger.get(shown[label]) if shown.get(label) is not None else None)
+             for label in ("parent", "best so far", "best baseline")]  # fixed order: the record sorts keys
     return [line for line in lines if line]
 
 
@@ -54,8 +58,10 @@ def record(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     exp, outcome = state["experiment"], state.get("outcome") or "failed"
     proposal = state.get("proposal") or {}
     metrics = state.get("metrics")
+    given = state.get("origin") != "campaign"  # baselines and evals keep their code in the row, for replay
     ctx.ledger.update(
-        exp, status=outcome, name=proposal.get("name"), proposal=proposal, parent=proposal.get("parent_id"),
+        exp, status=outcome, name=proposal.get("name"), parent=proposal.get("parent_id"),
+        **({} if given else {"proposal": proposal}),
         metrics=metrics, score=ctx.task.score(metrics) if outcome != "failed" else None,
         failure_reason=state.get("reason") if outcome == "failed" else None,
         duplicate_of=state.get("duplicate_of"), analysis=state.get("analysis"), finished=time.time(),

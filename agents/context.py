@@ -37,6 +37,16 @@ class LabContext:
     backend: "Backend"
     llm: "LLMClient | None" = None
     live: dict[int, dict[str, Any]] = field(default_factory=dict)  # last progress event per experiment
+    recorded: Any = None  # replay: a RecordedRun answering what the original run saw and got
+
+    def remember(self, experiment: int, kind: str, attempt: int, compute: Any) -> Any:
+        """What an agent was shown (ids of experiments), logged as an event so a replay
+        rebuilds the same prompt whatever order parallel experiments finished in."""
+        value = self.recorded.seen(experiment, kind, attempt) if self.recorded is not None else None
+        if value is None:
+            value = compute()
+        self.ledger.event(experiment, f"seen.{kind}", {"attempt": attempt, "value": value})
+        return value
 
     def limits(self, kind: str) -> Any:
         return job_limits(self.task.default_limits, self.config.sandbox, kind)

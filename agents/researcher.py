@@ -41,7 +41,7 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         proposal, view = propose_offline(ctx, exp, attempt)
         return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}
 
-    view = state.get("view") if attempt and state.get("view") is not None else research_view(ctx, exp)
+    view = ctx.remember(exp, "research", attempt, lambda: research_view(ctx, exp))
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = [_row(rows[i]) for i in view if i in rows]
     messages = [{"role": "user", "content": render(

@@ -8,12 +8,17 @@ from typing import Any
 from archlab.agents.context import LabContext
 
 
-def _population(ctx: LabContext, experiment: int) -> list[Any]:
+def _population(ctx: LabContext, experiment: int, attempt: int) -> list[Any]:
     """Regularised evolution's population: the most recently finished evaluated
     experiments that carry a genome (ageing: the oldest drop out)."""
-    rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
-            if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")]
-    return rows[: ctx.config.search.population]
+    def latest() -> list[int]:
+        rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
+                if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")]
+        return [e.id for e in rows[: ctx.config.search.population]]
+
+    ids = ctx.remember(experiment, "population", attempt, latest)
+    by_id = {e.id: e for e in ctx.ledger.experiments(status=["done"])}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dict[str, Any], list[int]]:
@@ -21,7 +26,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
     rng = ctx.rng(experiment, "propose", attempt)
     space = ctx.task.space
     search = ctx.config.search
-    population = _population(ctx, experiment) if ctx.strategy == "evolution" else []
+    population = _population(ctx, experiment, attempt) if ctx.strategy == "evolution" else []
     if ctx.strategy == "evolution" and len(population) >= search.population:
         contenders = rng.sample(population, search.tournament)
         best = max(contenders, key=lambda e: e.score if ctx.task.higher_is_better else -e.score)

@@ -32,7 +32,8 @@ class Summary:
 
 
 class Campaign:
-    def __init__(self, folder: CampaignFolder, config: Config) -> None:
+    def __init__(self, folder: CampaignFolder, config: Config, recorded: Any = None) -> None:
+        """`recorded` (a replay.RecordedRun) answers the model and the sandbox from a logged run."""
         from archlab.sandbox import get_backend
         from archlab.tasks import get_task
 
@@ -41,7 +42,8 @@ class Campaign:
         task.validate()
         self.ledger = Ledger(folder.ledger)
         self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
-                              backend=get_backend(config.sandbox.backend), llm=self._llm())
+                              backend=get_backend(config.sandbox.backend), llm=self._llm(recorded),
+                              recorded=recorded)
         self._graph: Any = None
 
     # -- opening ------------------------------------------------------------
@@ -65,7 +67,7 @@ class Campaign:
             folder.write_config(data)
         return cls(folder, Config.model_validate(data))
 
-    def _llm(self) -> Any:
+    def _llm(self, script: Any = None) -> Any:
         if self.config.strategy != "llm":
             return None
         if not self.config.llm.model:
@@ -79,7 +81,7 @@ class Campaign:
                                   usd=usage.cost_usd, llm_calls=1)
 
         return LLMClient(llm.model, self.folder.llm_log, max_attempts=llm.max_attempts, temperature=llm.temperature,
-                         timeout_s=llm.timeout_s, api_base=llm.api_base, on_usage=on_usage)
+                         timeout_s=llm.timeout_s, api_base=llm.api_base, on_usage=on_usage, script=script)
 
     @property
     def graph(self) -> Any:

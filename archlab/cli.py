@@ -255,6 +255,43 @@ def eval_(
 
 
 @app.command()
+def replay(
+    campaign_id: str = typer.Argument(..., help="campaign id or folder"),
+    to: Optional[int] = typer.Option(None, "--to", help="replay experiments up to this id"),
+    retrain: bool = typer.Option(False, "--retrain", help="re-execute the sandbox jobs instead of using the record"),
+    fork: bool = typer.Option(False, "--fork", help="after replaying (up to --to), continue live as a new campaign"),
+    show_timeline: bool = typer.Option(False, "--timeline", help="print the run as a step-by-step story; execute nothing"),
+    budget: Optional[int] = typer.Option(None, help="with --fork: the experiment budget of the new campaign"),
+    model: Optional[str] = typer.Option(None, help="with --fork: continue with this model"),
+    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+) -> None:
+    """Re-execute a logged campaign and check it reproduces; stop at the first divergence."""
+    from archlab.replay import replay as run_replay
+    from archlab.replay import timeline
+
+    ws = _config(config, workspace=workspace).workspace
+    if show_timeline:
+        from archlab.folder import CampaignFolder
+
+        folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
+        for line in timeline(folder):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+        return
+    report = _guard(lambda: run_replay(ws, campaign_id, to=to, retrain=retrain, fork=fork,
+                                       overrides=_overrides(budget=budget, model=model),
+                                       on_experiment=lambda i: console.print(f"  #{i} reproduced")))
+    out.print(f"replayed {len(report.experiments)} experiments of {report.original} into {report.replay}")
+    if report.unfinished is not None:
+        out.print(f"the original stopped before experiment #{report.unfinished} finished; replay ends there")
+    if report.divergence is not None:
+        out.print(str(report.divergence), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print("no divergence: every proposal, code hash and decision reproduced")
+    if report.forked is not None:
+        out.print(f"forked campaign {report.replay}: {report.forked.stop_reason}")
+
+
+@app.command()
 def doctor(config: Optional[Path] = CONFIG) -> None:
     """What this machine has for archlab, and what is missing."""
     from archlab.doctor import checks

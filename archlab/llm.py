@@ -198,7 +198,8 @@ class LLMClient:
 
     def __init__(self, model: str, log_path: Path, *, max_attempts: int = 3,
                  temperature: float = 0.7, timeout_s: float = 120.0, api_base: str | None = None,
-                 on_usage: Callable[[Usage], None] | None = None, num_retries: int = 2):
+                 on_usage: Callable[[Usage], None] | None = None, num_retries: int = 2,
+                 script: Any = None):
         validate_model_string(model)
         self.model = model
         self.log_path = Path(log_path)
@@ -208,7 +209,10 @@ class LLMClient:
         self.api_base = api_base
         self.on_usage = on_usage
         self.num_retries = num_retries
-        self.script = ScriptedModel(script_path(model)) if model.startswith("scripted/") else None
+        # Answers from a script instead of a provider: the scripted mock model, or a replay's record.
+        if script is None and model.startswith("scripted/"):
+            script = ScriptedModel(script_path(model))
+        self.script = script
 
     # --- public -----------------------------------------------------------------------------
 
@@ -267,6 +271,8 @@ class LLMClient:
                                       num_retries=self.num_retries, drop_params=True)
         if self.api_base:
             kwargs["api_base"] = self.api_base
+        if hasattr(self.script, "check_request"):  # replay: a request unlike the recorded one stops it
+            self.script.check_request(record)
         t0 = time.perf_counter()
         try:
             if self.script is not None:
