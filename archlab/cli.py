@@ -301,6 +301,12 @@ def doctor(config: Optional[Path] = CONFIG) -> None:
         out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {detail}")
 
 
+from archlab import chat_cli  # noqa: E402  (cheap: typer and rich only)
+
+app.command()(chat_cli.chat)
+app.command()(chat_cli.report)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,345 @@
+"""`archlab chat`: the analyst agent, a small LangGraph graph
+
+    START ─▶ agent ─▶ tools ─▶ agent ─▶ … ─▶ END      (agent ends the turn when it calls no tool)
+
+The agent node calls the model through litellm with the tools of
+archlab/chat_tools.py; the tool node runs the calls it asked for. The
+conversation is checkpointed (SQLite) per campaign, or per workspace when the
+chat spans all campaigns, so it goes on across invocations. Every model call
+is a line in llm.jsonl, in the LLMClient's record format, at step
+`chat:TURN:ROUND`. With no model configured, the retrieval mode answers from
+the same tools and says plainly that it is not an LLM answer."""
+from __future__ import annotations
+
+import json
+import operator
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+from archlab.chat_tools import Lab, call_tool, tool_schemas
+from archlab.errors import LLMError
+
+RETRIEVAL_BANNER = "[retrieval mode: no model configured — this is not an LLM answer]"
+MAX_TOOL_RESULT = 12000
+
+
+@dataclass
+class Answer:
+    text: str
+    mode: str                                  # "llm" | "retrieval"
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # name, arguments, result
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[dict[str, Any]], operator.add]  # OpenAI-format messages, no system
+    turn: int      # index of the current user question in this conversation
+    rounds: int    # model calls made in this turn
+
+
+# -- one model call, logged -------------------------------------------------------------------
+
+class ToolModel:
+    """litellm tool-calling with LLMClient's settings, scripted model and log format.
+
+    A scripted model (`scripted/script.json`) answers step `chat:TURN:ROUND` with either
+    plain text or {"content": "...", "tool_calls": [{"name": ..., "arguments": {...}}]};
+    the log records a tool-calling answer in that same JSON form, so a logged chat is a script."""
+
+    def __init__(self, model: str, log_path: Path, *, temperature: float = 0.2, timeout_s: float = 120.0,
+                 api_base: str | None = None, num_retries: int = 2) -> None:
+        from archlab.llm import LLMClient
+
+        self.client = LLMClient(model, log_path, temperature=temperature, timeout_s=timeout_s,
+                                api_base=api_base, num_retries=num_retries)
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                 step: str) -> dict[str, Any]:
+        from archlab.llm import SCRIPTED_LITELLM_MODEL, _import_litellm, request_hash, scrub
+
+        c = self.client
+        litellm = _import_litellm()
+        messages = json.loads(json.dumps(messages))
+        record = {
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "experiment": None, "step": step, "attempt": 0, "model": c.model,
+            "request": {"messages": messages, "temperature": c.temperature,
+                        "tools": [t["function"]["name"] for t in tools or []]},
+            "request_hash": request_hash(c.model, messages, c.temperature),
+            "response": None, "error": None, "valid": False,
+            "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "latency_s": 0.0,
+        }
+        kwargs: dict[str, Any] = dict(model=c.model, messages=messages, temperature=c.temperature,
+                                      timeout=c.timeout_s, num_retries=c.num_retries, drop_params=True)
+        if tools:
+            kwargs["tools"] = tools
+        if c.api_base:
+            kwargs["api_base"] = c.api_base
+        t0 = time.perf_counter()
+        try:
+            if c.script is not None:
+                kwargs.update(self._scripted(step), model=SCRIPTED_LITELLM_MODEL)
+            response = litellm.completion(**kwargs)
+        except Exception as exc:
+            record["latency_s"] = round(time.perf_counter() - t0, 4)
+            message = scrub(str(exc) if isinstance(exc, LLMError) else
+                            f"{step}: the call to {c.model} failed: {type(exc).__name__}: {str(exc)[:1000]}",
+                            key_shapes=True)
+            c._log(record, valid=False, error=message)
+            raise LLMError(message) from None
+        msg = response.choices[0].message
+        calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
+                 for tc in (getattr(msg, "tool_calls", None) or [])]
+        content = msg.content or ""
+        record.update(response=json.dumps({"content": content, "tool_calls": calls}) if calls else content,
+                      prompt_tokens=int(getattr(response.usage, "prompt_tokens", 0) or 0),
+                      completion_tokens=int(getattr(response.usage, "completion_tokens", 0) or 0),
+                      cost_usd=c._cost(litellm, response), latency_s=round(time.perf_counter() - t0, 4))
+        ok = bool(calls or content.strip())
+        c._log(record, valid=ok, error=None if ok else "the answer was empty")
+        out: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            out["tool_calls"] = [{"id": tc["id"], "type": "function",
+                                  "function": {"name": tc["name"], "arguments": tc["arguments"]}} for tc in calls]
+        return out
+
+    def _scripted(self, step: str) -> dict[str, Any]:
+        rule = self.client.script.rule(step, None, 0)
+        if rule.error is not None:
+            return {"mock_response": Exception(f"scripted error: {rule.error}")}
+        text = rule.response or ""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not (isinstance(data, dict) and isinstance(data.get("tool_calls"), list)):
+            return {"mock_response": text}
+        calls = [{"id": tc.get("id") or f"call_{step.replace(':', '_')}_{i}", "type": "function",
+                  "function": {"name": tc["name"], "arguments": tc["arguments"] if isinstance(tc.get("arguments"), str)
+                               else json.dumps(tc.get("arguments") or {})}}
+                 for i, tc in enumerate(data["tool_calls"])]
+        return {"mock_response": data.get("content") or "", "mock_tool_calls": calls}
+
+
+# -- the graph --------------------------------------------------------------------------------
+
+def _well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop tool calls left without results (a kill between the two nodes): APIs refuse them."""
+    answered = {m.get("tool_call_id") for m in messages if m.get("role") == "tool"}
+    out = []
+    for m in messages:
+        if m.get("role") == "assistant" and m.get("tool_calls"):
+            if not all(tc["id"] in answered for tc in m["tool_calls"]):
+                if m.get("content"):
+                    out.append({"role": "assistant", "content": m["content"]})
+                continue
+        out.append(m)
+    return out
+
+
+def build_chat_graph(analyst: "Analyst") -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    def agent(state: ChatState) -> dict[str, Any]:
+        rounds = state.get("rounds", 0)
+        tools = tool_schemas() if rounds < analyst.max_rounds else None  # last round: answer in words
+        messages = [{"role": "system", "content": analyst.system_prompt()}, *_well_formed(state["messages"])]
+        reply = analyst.model.complete(messages, tools, step=f"chat:{state.get('turn', 0)}:{rounds}")
+        return {"messages": [reply], "rounds": rounds + 1}
+
+    def tools(state: ChatState) -> dict[str, Any]:
+        out = []
+        for tc in state["messages"][-1].get("tool_calls") or []:
+            result = call_tool(analyst.lab, tc["function"]["name"], tc["function"]["arguments"])
+            text = json.dumps(result, default=str, ensure_ascii=False)
+            out.append({"role": "tool", "tool_call_id": tc["id"], "name": tc["function"]["name"],
+                        "content": text[:MAX_TOOL_RESULT]})
+        return {"messages": out}
+
+    def after_agent(state: ChatState) -> str:
+        last = state["messages"][-1]
+        return "tools" if last.get("tool_calls") and state.get("rounds", 0) <= analyst.max_rounds else END
+
+    g = StateGraph(ChatState)
+    g.add_node("agent", agent)
+    g.add_node("tools", tools)
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", after_agent, ["tools", END])
+    g.add_edge("tools", "agent")
+    return g
+
+
+class Analyst:
+    """A conversation with the analyst over `lab`; with model None, the retrieval mode."""
+
+    def __init__(self, lab: Lab, model: str | None = None, *, session: str = "default", temperature: float = 0.2,
+                 max_rounds: int = 8, api_base: str | None = None, timeout_s: float = 120.0) -> None:
+        self.lab, self.session, self.max_rounds = lab, session, max_rounds
+        self.model = None
+        self._graph: Any = None
+        self._conn: Any = None
+        if model:
+            lab.home.mkdir(parents=True, exist_ok=True)
+            self.model = ToolModel(model, lab.home / "llm.jsonl", temperature=temperature,
+                                   timeout_s=timeout_s, api_base=api_base)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": f"chat:{self.session}"}, "recursion_limit": 4 * self.max_rounds + 10}
+
+    @property
+    def graph(self) -> Any:
+        if self._graph is None:
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            self._conn = sqlite3.connect(self.lab.home / "chat.sqlite", check_same_thread=False)
+            self._graph = build_chat_graph(self).compile(checkpointer=SqliteSaver(self._conn))
+        return self._graph
+
+    def system_prompt(self) -> str:
+        from archlab.prompts import render
+
+        campaigns = []
+        for v in self.lab.views.values():
+            best = v.best()
+            campaigns.append({"id": v.id, "task": v.task.name, "metric": v.metric, "higher_is_better": v.higher,
+                              "report_metric": v.task.report_metric, "counts": v.ledger.counts(),
+                              "best": {"id": best.id, "name": best.name, "value": v.value(best)} if best else None,
+                              "metrics": v.metrics_available()})
+        return render("chat_system.j2", campaigns=campaigns, single=len(campaigns) == 1)
+
+    def history(self) -> list[dict[str, Any]]:
+        if self.model is None:
+            return []
+        return list(self.graph.get_state(self.config).values.get("messages", []))
+
+    def ask(self, question: str) -> Answer:
+        self.lab.refresh()
+        if self.model is None:
+            return retrieval_answer(self.lab, question)
+        turn = sum(1 for m in self.history() if m.get("role") == "user")
+        final = self.graph.invoke({"messages": [{"role": "user", "content": question}], "turn": turn, "rounds": 0},
+                                  self.config)
+        messages = final["messages"]
+        start = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+        results = {m["tool_call_id"]: m["content"] for m in messages[start:] if m.get("role") == "tool"}
+        calls = []
+        for m in messages[start:]:
+            for tc in m.get("tool_calls") or []:
+                args = tc["function"]["arguments"]
+                calls.append({"name": tc["function"]["name"], "arguments": _loads(args),
+                              "result": _loads(results.get(tc["id"], "null"))})
+        last = messages[-1]
+        text = last.get("content") or ""
+        if last.get("tool_calls") or not text.strip():
+            text = text or f"(no answer after {self.max_rounds} tool rounds)"
+        return Answer(text, "llm", calls)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+
+
+# -- the retrieval mode -------------------------------------------------------------------------
+
+def retrieval_answer(lab: Lab, question: str) -> Answer:
+    """What the ledger says about a question, without a model: the best experiment of each
+    campaign and why (its record and comparisons), the top of the leaderboard, the experiments
+    the question names, and what a text search finds."""
+    calls: list[dict[str, Any]] = []
+
+    def tool(name: str, **args: Any) -> dict[str, Any]:
+        result = call_tool(lab, name, args)
+        calls.append({"name": name, "arguments": args, "result": result})
+        return result
+
+    named = [c for c in lab.views if c in question]
+    scope = [lab.views[c] for c in named] or list(lab.views.values())
+    lines = [RETRIEVAL_BANNER, f"Question: {question}", ""]
+    for view in scope:
+        lines.append(f"== {view.summary_line()}")
+        ranked = view.ranked()
+        if ranked:
+            best = ranked[0]
+            lines.append(f"Best: #{best.id} {best.name} ({best.origin}), {view.metric} = {view.value(best):.4g}"
+                         + _also(view, best) + ".")
+            lines.append("Why, from the record:")
+            lines += [f"  - {w}" for w in _why(view, best, ranked)]
+        board = tool("leaderboard", campaign=view.id, limit=5)["boards"][0]
+        if board.get("rows"):
+            lines.append(f"Top {len(board['rows'])} by {board['metric']}:")
+            lines += [f"  {r['rank']}. #{r['id']} {r['name']} ({r['origin']}) {board['metric']}="
+                      f"{r[board['metric']]:.4g}" for r in board["rows"]]
+        ids = [int(i) for i in re.findall(r"#(\d+)", question)]
+        for i in ids[:4]:
+            shown = tool("show_experiment", campaign=view.id, id=i, include_code=False)
+            if "error" not in shown:
+                lines.append(f"#{i}: {json.dumps({k: shown.get(k) for k in ('name', 'status', 'metrics', 'analysis')}, default=str)}")
+        if len(ids) >= 2:
+            cmp = tool("compare", campaign=view.id, a=ids[0], b=ids[1])
+            if "error" not in cmp:
+                lines.append(f"#{ids[0]} vs #{ids[1]}: difference {cmp['difference_a_minus_b']:+.4g} "
+                             f"{cmp['metric']}, better: {cmp['better']}; "
+                             + (cmp.get("note") or f"Welch t-test p = {cmp['test']['p']:.3g}"))
+        lines.append("")
+    found = tool("search_memory", query=question, limit=5)
+    if found.get("experiments"):
+        lines.append(f"Matching experiments ({found['source']}):")
+        lines += [f"  {r['campaign']} #{r['id']} {r['name']} ({r['status']})" for r in found["experiments"]]
+    if found.get("insights"):
+        lines.append("Insights:")
+        lines += [f"  {r['campaign']} #{r['experiment']}: {r['text'][:200]}" for r in found["insights"]]
+    if found.get("notes"):
+        lines.append("From your notes:")
+        lines += [f"  {r['title']} (part {r['chunk']}): {r['text'][:200]}" for r in found["notes"]]
+    lines.append("For an answer in words, configure a model (--model provider/name, ARCHLAB_LLM_MODEL, "
+                 "or [llm] model in archlab.toml).")
+    return Answer("\n".join(lines).rstrip() + "\n", "retrieval", calls)
+
+
+def _also(view: Any, e: Any) -> str:
+    rm = view.task.report_metric
+    v = view.value(e, rm) if rm != view.metric else None
+    return f", {rm} = {v:.4g}" if v is not None else ""
+
+
+def _why(view: Any, best: Any, ranked: list[Any]) -> list[str]:
+    out = []
+    p = best.proposal or {}
+    if p.get("motivation"):
+        out.append(f"motivation: {p['motivation'][:300]}")
+    if p.get("design") and p.get("design") != best.name:
+        out.append(f"design: {p['design'][:300]}")
+    if (best.metrics or {}).get("arch"):
+        out.append(f"architecture: {best.metrics['arch']}")
+    m = view.metric
+    if len(ranked) > 1:
+        second = ranked[1]
+        out.append(f"ahead of the runner-up #{second.id} {second.name} by "
+                   f"{view.value(best) - view.value(second):+.4g} {m}")
+    base = view.best(origin=("baseline",))
+    if base is not None and base.id != best.id:
+        out.append(f"vs the best baseline #{base.id} {base.name}: {view.value(best) - view.value(base):+.4g} {m}")
+    if best.parent is not None and view.get(best.parent) is not None and view.value(view.get(best.parent)) is not None:
+        parent = view.get(best.parent)
+        out.append(f"vs its parent #{parent.id} {parent.name}: {view.value(best) - view.value(parent):+.4g} {m}")
+    if best.analysis:
+        out.append(f"analysis: {best.analysis[:400]}")
+    out.append("single run: no seeds, so no significance test" if not view.interval(best) else
+               f"over seeds: {view.interval(best)}")
+    return out
+
+
+__all__ = ["Analyst", "Answer", "RETRIEVAL_BANNER", "ToolModel", "build_chat_graph", "retrieval_answer"]

@@ -1,0 +1,134 @@
+"""The `chat` and `report` commands, for archlab/cli.py to register:
+
+    app.command()(chat_cli.chat)
+    app.command()(chat_cli.report)
+
+Cheap to import: litellm, langgraph, matplotlib and chromadb load inside the commands."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+stdout = Console()
+EXIT_WORDS = ("exit", "quit", ":q", "bye")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _settings(config: Optional[Path], workspace: Optional[Path], model: Optional[str]) -> Any:
+    from archlab.config import load_config
+    from archlab.errors import ArchlabError
+
+    overrides: dict[str, Any] = {}
+    if workspace is not None:
+        overrides["workspace"] = str(workspace)
+    if model:
+        overrides["llm"] = {"model": model}
+    try:
+        return load_config(config, overrides=overrides)
+    except ArchlabError as exc:
+        _fail(str(exc))
+
+
+def chat(
+    campaign: Optional[str] = typer.Argument(None, help="campaign id or folder (default: every campaign of the workspace)"),
+    q: Optional[str] = typer.Option(None, "-q", "--question", help="ask one question, print the answer and exit"),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)"),
+    model: Optional[str] = typer.Option(None, help="litellm model string; none configured = retrieval mode"),
+    session: str = typer.Option("default", help="conversation name: each has its own history"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="archlab.toml to read"),
+) -> None:
+    """Talk with the analyst about a campaign (or all of them): leaderboards, diffs, lineage, tests, plots."""
+    from archlab.errors import ArchlabError
+
+    cfg = _settings(config, workspace, model)
+    try:
+        from archlab.chat import Analyst
+        from archlab.chat_tools import Lab
+
+        lab = Lab(cfg.workspace, campaign, memory=_memory(cfg))
+        llm = cfg.llm.model_dump()
+        if not cfg.llm.model:  # a single campaign's own model, unless it was a script written for the campaign
+            own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
+            if own.get("model") and not str(own["model"]).startswith("scripted/"):
+                llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
+        analyst = Analyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"])
+    except ArchlabError as exc:
+        _fail(str(exc))
+    if analyst.model is None:
+        console.print("no model configured: answering in retrieval mode (set one with --model provider/name, "
+                      "ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)", markup=False)
+    try:
+        if q is not None:
+            _answer(analyst, q)
+            return
+        console.print(f"talking about {', '.join(lab.views)}; "
+                      f"history in {lab.home / 'chat.sqlite'}; type exit to leave")
+        while True:
+            try:
+                question = console.input("[bold cyan]you>[/] ").strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if question.lower() in EXIT_WORDS:
+                break
+            if question:
+                _answer(analyst, question)
+    finally:
+        analyst.close()
+        if lab.memory is not None:
+            lab.memory.close()
+
+
+def _memory(cfg: Any) -> Any:
+    """The workspace's vector memory (opened on the first search), or None when disabled."""
+    mem = getattr(cfg, "memory", None)
+    if mem is None or not mem.enabled:
+        return None
+    try:
+        from archlab.memory.vector import VectorMemory
+    except ImportError:
+        return None
+    return VectorMemory.for_config(cfg, cfg.workspace)
+
+
+def _answer(analyst: Any, question: str) -> None:
+    from archlab.errors import ArchlabError
+
+    try:
+        answer = analyst.ask(question)
+    except ArchlabError as exc:
+        _fail(str(exc), code=1)
+    for call in answer.tool_calls if answer.mode == "llm" else []:
+        args = ", ".join(f"{k}={v!r}" for k, v in (call["arguments"] or {}).items())
+        console.print(f"[dim]→ {call['name']}({args})[/]")
+    sys.stdout.write(answer.text.rstrip("\n") + "\n")  # as is: no wrapping, no markup
+    sys.stdout.flush()
+
+
+def report(
+    campaign: str = typer.Argument(..., help="campaign id or folder"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for the report (default runs/ID/report)"),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="archlab.toml to read"),
+) -> None:
+    """Write a Markdown and HTML report with plots: leaderboard, progress, spend, gate savings, failures."""
+    from archlab.errors import ArchlabError
+    from archlab.folder import CampaignFolder
+    from archlab.report import build_report
+
+    cfg = _settings(config, workspace, None)
+    try:
+        made = build_report(CampaignFolder.open(cfg.workspace, campaign), out)
+    except ArchlabError as exc:
+        _fail(str(exc))
+    stdout.print(f"report: {made.markdown}\n        {made.html}\nplots:  "
+              + ("\n        ".join(str(p) for p in made.images) or "(none)"))

@@ -1,0 +1,257 @@
+"""`archlab report CAMPAIGN`: a report a person would read, as Markdown and
+HTML (runs/ID/report/report.md, report.html and the PNGs beside them).
+
+The report is built once as a list of blocks (heading, paragraph, table,
+image, list) and rendered twice, so the two files always say the same thing."""
+from __future__ import annotations
+
+import html
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from archlab.folder import CampaignFolder
+from archlab.reading import CampaignView
+
+Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"list"|"table"|"img"|"code", payload)
+TOP_CURVES = 3
+
+
+@dataclass
+class Report:
+    markdown: Path
+    html: Path
+    images: list[Path] = field(default_factory=list)
+
+
+def build_report(campaign: CampaignView | CampaignFolder, out: Path | None = None) -> Report:
+    view = campaign if isinstance(campaign, CampaignView) else CampaignView.open(campaign)
+    out = Path(out) if out else view.folder.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    blocks, images = _blocks(view, out)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(blocks))
+    page.write_text(to_html(blocks, title=f"archlab report: {view.id}"))
+    return Report(md, page, images)
+
+
+# -- content ---------------------------------------------------------------------------------
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _blocks(view: CampaignView, out: Path) -> tuple[list[Block], list[Path]]:
+    from archlab import plots
+
+    m, higher = view.metric, view.higher
+    cfg, counts = view.config, view.ledger.counts()
+    model = (cfg.get("llm") or {}).get("model")
+    strategy = (cfg.get("search") or {}).get("strategy", "auto")
+    if strategy == "auto":  # as Config.strategy decides it
+        strategy = "llm" if model else "evolution"
+    stops = view.ledger.events(kind="campaign.stop")
+    images: list[Path] = []
+    b: list[Block] = [("h1", f"Campaign {view.id}")]
+    b.append(("p", f"Task `{view.task.name}`, searched metric `{m}` ({'higher' if higher else 'lower'} is better), "
+                   f"reported metric `{view.task.report_metric}`. Strategy: {strategy}"
+                   + (f" with model `{model}`" if model and strategy == "llm" else "") + ". "
+                   + (f"Stopped: {stops[-1]['data'].get('reason')}." if stops and stops[-1].get("data") else
+                      "No stop recorded (still running, or killed).")
+                   + f" Written {time.strftime('%Y-%m-%d %H:%M')}."))
+
+    best, base = view.best(), view.best(origin=("baseline",))
+    best_campaign = view.best(origin=("campaign",))
+    lines = [f"{counts.get('done', 0)} experiments evaluated ({counts.get('campaign.done', 0)} proposed by the "
+             f"campaign, {counts.get('baseline.done', 0)} baselines), {counts.get('failed', 0)} failed, "
+             f"{counts.get('reused', 0)} duplicates refused before any compute."]
+    if best is not None:
+        lines.append(f"Best: **#{best.id} {best.name}** ({best.origin}), {m} = {_fmt(view.value(best))}"
+                     + _reported(view, best) + ".")
+    if best_campaign is not None and base is not None:
+        delta = view.value(best_campaign) - view.value(base)
+        verdict = "beats" if view.task.better(view.value(best_campaign), view.value(base)) else "does not beat"
+        lines.append(f"The best campaign candidate #{best_campaign.id} {best_campaign.name} {verdict} the best "
+                     f"baseline #{base.id} {base.name} ({delta:+.4g} {m}).")
+    b += [("h2", "Summary"), ("list", lines)]
+
+    b.append(("h2", "Leaderboard"))
+    b += _leaderboard(view)
+
+    b.append(("h2", "Search progress"))
+    base_score = view.value(base) if base else None
+    for axis, name in (("experiments", "best_so_far.png"), ("compute", "best_so_far_compute.png")):
+        xs, ys, label = view.progress(axis)
+        if xs:
+            images.append(plots.best_so_far(out / name, xs, ys, metric=m, higher=higher, xlabel=label,
+                                            baseline=base_score, title=f"best {m} against {label}"))
+            b.append(("img", (name, f"Best {m} so far against {label}; dashed: the best baseline.")))
+    if not view.progress()[0]:
+        b.append(("p", "No campaign experiment was evaluated, so there is no search progress to plot."))
+
+    groups: dict[str, list[float]] = {}
+    for e in view.ranked():
+        groups.setdefault(e.origin, []).append(view.value(e))
+    if groups:
+        images.append(plots.distribution(out / "distribution.png", groups, metric=m))
+        b.append(("img", ("distribution.png", f"Distribution of {m} over evaluated experiments.")))
+    nodes = [{"id": e.id, "parent": e.parent, "score": view.value(e) if e.status == "done" else None,
+              "origin": e.origin, "name": e.name} for e in view.rows if e.status in ("done", "failed")]
+    if nodes:
+        images.append(plots.lineage(out / "lineage.png", nodes, metric=m, higher=higher))
+        b.append(("img", ("lineage.png", "Lineage: each experiment at its score, linked to its parent; "
+                                         "crosses are failures.")))
+
+    b.append(("h2", "Training curves"))
+    b += _curves(view, out, images)
+
+    b.append(("h2", "Spend"))
+    spend, chat = view.ledger.spend(), view.chat_spend()
+    b.append(("table", (["what", "amount"], [
+        ["LLM calls (campaign)", _fmt(spend.get("llm_calls", 0))],
+        ["tokens", f"{int(spend.get('tokens', 0)):,}"],
+        ["USD", f"{spend.get('usd', 0.0):.4f}"],
+        ["GPU-hours", f"{spend.get('gpu_s', 0.0) / 3600:.4f}"],
+        ["train seconds", f"{spend.get('train_s', 0.0):.1f}"],
+        ["wall-clock hours", f"{spend.get('wall_s', 0.0) / 3600:.3f}"],
+        ["analyst chat (calls / tokens / USD)", f"{chat['calls']} / {int(chat['tokens']):,} / {chat['usd']:.4f}"],
+    ])))
+
+    b.append(("h2", "What the gate saved"))
+    gate = view.gate()
+    layers = ", ".join(f"{n} by {k.replace('_', ' ')}" for k, n in gate["by_layer"].items()) or "none"
+    b.append(("list", [
+        f"Duplicates refused and their recorded result reused, nothing trained: **{gate['reused']}** ({layers}).",
+        f"Near-duplicates sent back to the researcher by the novelty check: **{gate['near_duplicates']}**.",
+        f"Training time not spent (at the mean of {gate['mean_train_s']:.2f} s per trained candidate): "
+        f"about {gate['train_s_saved']:.1f} s.",
+    ]))
+
+    b.append(("h2", "Failures"))
+    failures = view.failures()
+    if failures:
+        rows = [[reason, str(len(ids)), ", ".join(f"#{i}" for i in ids[:8]) + (" …" if len(ids) > 8 else "")]
+                for reason, ids in failures.items()]
+        b.append(("table", (["reason", "count", "experiments"], rows)))
+    else:
+        b.append(("p", "No experiment failed."))
+
+    b.append(("h2", "What the analyst wrote about the best"))
+    for e in view.ranked()[:3]:
+        b.append(("p", f"**#{e.id} {e.name}** ({m} = {_fmt(view.value(e))}): {e.analysis or '(no analysis)'}"))
+    return b, images
+
+
+def _reported(view: CampaignView, e: Any) -> str:
+    rm = view.task.report_metric
+    if rm == view.metric:
+        return ""
+    v = view.value(e, rm)
+    return f", {rm} = {_fmt(v)}" if v is not None else ""
+
+
+def _leaderboard(view: CampaignView, limit: int = 15) -> list[Block]:
+    m, rm = view.metric, view.task.report_metric
+    ranked = view.ranked()
+    seeded = any(view.interval(e) for e in ranked)
+    headers = ["rank", "id", "origin", "name", "parent", m] + ([rm] if rm != m else []) \
+        + (["seeds", "95% interval"] if seeded else [])
+    rows = []
+    for rank, e in enumerate(ranked[:limit], 1):
+        row = [str(rank), f"#{e.id}", e.origin, e.name or "", f"#{e.parent}" if e.parent else "",
+               _fmt(view.value(e))] + ([_fmt(view.value(e, rm))] if rm != m else [])
+        if seeded:
+            ci = view.interval(e)
+            row += [str(ci.n) if ci else "1", f"[{ci.low:.4g}, {ci.high:.4g}]" if ci else ""]
+        rows.append(row)
+    out: list[Block] = [("table", (headers, rows))] if rows else [("p", "Nothing was evaluated yet.")]
+    if rows and not seeded:
+        out.append(("p", "Every candidate was run once (no seeds), so the table shows single runs without intervals."))
+    if len(ranked) > limit:
+        out.append(("p", f"{len(ranked) - limit} more evaluated experiments not shown (`archlab show {view.id}`)."))
+    return out
+
+
+def _curves(view: CampaignView, out: Path, images: list[Path]) -> list[Block]:
+    from archlab import plots
+
+    top = [e for e in view.ranked(origin=("campaign",)) if view.curves(e)][:TOP_CURVES]
+    baselines = [e for e in view.ranked(origin=("baseline",)) if view.curves(e)]
+    if not top and not baselines:
+        why = ("its evaluation is a lookup in a results table, nothing is trained"
+               if view.task.name == "nb201" else "no experiment recorded curves in experiments/N/metrics.json")
+        return [("p", f"No training curves to plot: the `{view.task.name}` task's results carry none ({why}).")]
+    series = {f"#{e.id} {e.name}": view.curves(e) for e in top}
+    series.update({f"baseline #{e.id} {e.name}": view.curves(e) for e in baselines})
+    images.append(plots.curves(out / "curves.png", series, title="top candidates (solid) and baselines (dashed)"))
+    return [("img", ("curves.png", f"Training curves of the top campaign candidates ({len(top)}, solid) "
+                                   f"against the baselines ({len(baselines)}, dashed)."))]
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    parts = []
+    for kind, payload in blocks:
+        if kind in ("h1", "h2"):
+            parts.append(("# " if kind == "h1" else "## ") + payload)
+        elif kind == "p":
+            parts.append(payload)
+        elif kind == "list":
+            parts.append("\n".join(f"- {item}" for item in payload))
+        elif kind == "table":
+            headers, rows = payload
+            lines = ["| " + " | ".join(map(_md_cell, headers)) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
+            parts.append("\n".join(lines))
+        elif kind == "img":
+            name, caption = payload
+            parts.append(f"![{caption}]({name})\n\n*{caption}*")
+        elif kind == "code":
+            parts.append(f"```\n{payload}\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Escape, then the two bits of Markdown the report uses inline: **bold** and `code`."""
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+       "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
+       "text-align:left}th{background:#f3f3f3}img{max-width:100%}figure{margin:1rem 0}"
+       "figcaption{color:#555;font-size:.9rem}code{background:#f3f3f3;padding:0 .2rem}")
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body>"]
+    for kind, payload in blocks:
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{_inline(payload)}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline(payload)}</p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in payload) + "</ul>")
+        elif kind == "table":
+            headers, rows = payload
+            head = "".join(f"<th>{_inline(h)}</th>" for h in headers)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            name, caption = payload
+            parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(caption)}'>"
+                         f"<figcaption>{_inline(caption)}</figcaption></figure>")
+        elif kind == "code":
+            parts.append(f"<pre><code>{html.escape(payload)}</code></pre>")
+    return "\n".join(parts) + "\n</body></html>\n"
