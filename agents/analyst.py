@@ -8,6 +8,7 @@ from typing import Any
 from archlab.agents.context import LabContext
 from archlab.agents.state import ExperimentState
 from archlab.errors import LLMError
+from archlab.memory import retrieval
 from archlab.prompts import render
 
 
@@ -42,9 +43,13 @@ def analyse(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     offline = f"{ctx.task.metric} = {score:.4g}. " + ("; ".join(facts) if facts else "first evaluated experiment.")
     if ctx.strategy != "llm":
         return {"analysis": offline, "outcome": "done"}
+    proposal = state.get("proposal") or {}
+    view = ctx.remember(state["experiment"], "neighbours", 0,
+                        lambda: retrieval.analyst_view(ctx, state["experiment"], proposal))
+    shown = {"parent": [], "siblings": [], "neighbours": []} | retrieval.sections(view)
     messages = [{"role": "user", "content": render(
-        "analyst.j2", task=ctx.task, proposal=state.get("proposal") or {}, metrics=state.get("metrics"),
-        comparisons=facts, check=state.get("check") or {})}]
+        "analyst.j2", task=ctx.task, proposal=proposal, metrics=state.get("metrics"),
+        comparisons=facts, check=state.get("check") or {}, **shown)}]
     ctx.guard_llm_budget()
     try:
         text = ctx.llm.text(messages, step="analyse:0", experiment=state["experiment"])

@@ -23,7 +23,7 @@ def job_limits(base: Any, sandbox: Any, kind: str) -> Any:
     from dataclasses import replace
 
     wall = sandbox.check_wall_s if kind == "check" else sandbox.train_wall_s
-    return replace(base, gpus=list(sandbox.gpus),
+    return replace(base, gpus=[],
                    **{k: v for k, v in (("wall_time_s", wall), ("memory_mb", sandbox.memory_mb),
                                         ("cpus", sandbox.cpus)) if v is not None})
 
@@ -38,6 +38,15 @@ class LabContext:
     llm: "LLMClient | None" = None
     live: dict[int, dict[str, Any]] = field(default_factory=dict)  # last progress event per experiment
     recorded: Any = None  # replay: a RecordedRun answering what the original run saw and got
+    memory: Any = None    # the workspace's VectorMemory (opened lazily), None when [memory] enabled = false
+
+    gpu_slots: Any = None  # sandbox.gpus.GpuSlots of this machine's GPUs
+
+    def gpus_per_job(self) -> int:
+        sandbox = self.config.sandbox
+        if sandbox.gpus_per_job is not None:
+            return sandbox.gpus_per_job
+        return 1 if self.task.uses_gpu and (sandbox.backend == "ray" or self.gpu_slots.gpus) else 0
 
     def remember(self, experiment: int, kind: str, attempt: int, compute: Any) -> Any:
         """What an agent was shown (ids of experiments), logged as an event so a replay

@@ -1,6 +1,9 @@
 """gate: refuses to spend compute on a candidate already seen. Cheapest layer
-first: whitespace-normalised text hash, then the AST-canonical hash; the
-behaviour fingerprint follows in the check step."""
+first: whitespace-normalised text hash, then the AST-canonical hash (an exact
+hit reuses the recorded result), then, for an LLM's proposals, embedding
+novelty against the memory and the LLM judge in the grey band (a near
+duplicate goes back to the researcher: nothing is reused); the behaviour
+fingerprint follows in the check step."""
 from __future__ import annotations
 
 import threading
@@ -8,6 +11,7 @@ from typing import Any
 
 from archlab.agents.context import LabContext
 from archlab.agents.state import ExperimentState, Rejection
+from archlab.memory import novelty
 from archlab.memory.fingerprint import hashes
 
 _gate_lock = threading.Lock()  # parallel experiments must not both claim one hash
@@ -44,12 +48,38 @@ def gate(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     except (SyntaxError, ValueError) as exc:
         reason = f"the code does not parse: {exc}"
         return {"error": reason} if ctx.can_repair(state) else {"outcome": "failed", "reason": reason}
+    near: dict[str, Any] = {}
+    if novelty.applies(ctx, state):
+        with _gate_lock:
+            hit = _hash_hit(ctx, exp, h)
+        if hit is not None:
+            return duplicate(ctx, state, *hit)
+        rejection, near = novelty.screen(ctx, state)  # outside the lock: it may ask the judge
+        if rejection is not None:
+            return near_duplicate(ctx, state, rejection)
     with _gate_lock:
-        for layer, value in (("text_hash", h.text), ("ast_hash", h.ast)):
-            hit = ctx.ledger.find_hash(exp, **{layer: value})
-            if hit is not None:
-                return duplicate(ctx, state, layer, hit)
+        hit = _hash_hit(ctx, exp, h)  # (again after the novelty layers: a parallel twin may have claimed them)
+        if hit is not None:
+            return duplicate(ctx, state, *hit)
         # Claim the hashes now so a parallel twin is caught while this one trains.
         ctx.ledger.update(exp, text_hash=h.text, ast_hash=h.ast)
-    ctx.ledger.event(exp, "gate.pass", {"text_hash": h.text, "ast_hash": h.ast})
+    seen = {"nearest": near["nearest"]["ref"], "similarity": near["similarity"]} if near.get("nearest") else {}
+    ctx.ledger.event(exp, "gate.pass", {"text_hash": h.text, "ast_hash": h.ast, **seen})
     return {"hashes": {"text": h.text, "ast": h.ast}}
+
+
+def _hash_hit(ctx: LabContext, exp: int, h: Any) -> tuple[str, Any] | None:
+    for layer, value in (("text_hash", h.text), ("ast_hash", h.ast)):
+        hit = ctx.ledger.find_hash(exp, **{layer: value})
+        if hit is not None:
+            return layer, hit
+    return None
+
+
+def near_duplicate(ctx: LabContext, state: ExperimentState, rejection: Any) -> dict[str, Any]:
+    """A near duplicate by embedding or judge: refused, nothing reused; the researcher
+    hears which experiment it was too close to, and why."""
+    exp = state["experiment"]
+    ctx.ledger.event(exp, "gate.near_duplicate", dict(rejection),
+                     key=f"{exp}:near:{state.get('proposals', 0)}:{state.get('code_calls', 0)}")
+    return {"rejections": [*state.get("rejections", []), rejection]}

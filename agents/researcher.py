@@ -7,27 +7,25 @@ from archlab.agents.context import LabContext
 from archlab.agents.state import ExperimentState, Proposal
 from archlab.agents.strategies import propose_offline
 from archlab.errors import LLMError
+from archlab.memory import retrieval
+from archlab.memory.vector import proposal_text
 from archlab.prompts import render
 
-SHOWN = 5  # experiments of each kind shown to the researcher
+def research_view(ctx: LabContext, experiment: int, idea: str | None = None) -> dict[str, Any]:
+    """What the researcher sees (memory/retrieval.py): diverse elites, the nearest past
+    experiments to the likely parent and to the idea, recent failures, insights, notes
+    and code exemplars, across the workspace's memory; the ledger alone without one."""
+    if isinstance(idea, str) and not idea.strip():
+        idea = None
+    return retrieval.research_view(ctx, experiment, idea)
 
 
-def _row(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "name": e.name, "status": e.status, "score": e.score, "parent": e.parent,
-            "reason": e.failure_reason, "motivation": (e.proposal or {}).get("motivation", "")[:300]}
-
-
-def research_view(ctx: LabContext, experiment: int) -> list[int]:
-    """Which past experiments the researcher sees: elites, recent ones, recent failures."""
-    done = [e for e in ctx.ledger.experiments(status=["done"]) if e.score is not None and e.id < experiment]
-    done.sort(key=lambda e: e.score, reverse=ctx.task.higher_is_better)
-    failed = [e for e in ctx.ledger.experiments(status=["failed"]) if e.id < experiment][-SHOWN:]
-    recent = [e for e in ctx.ledger.experiments(status=["done"]) if e.id < experiment][-SHOWN:]
-    ids: list[int] = []
-    for e in done[:SHOWN] + recent + failed:
-        if e.id not in ids:
-            ids.append(e.id)
-    return ids
+def _legacy(ctx: LabContext, view: list[int]) -> dict[str, Any]:
+    """A view logged as bare ledger ids (before the vector memory)."""
+    rows = [retrieval.ledger_row(e, ctx.folder.id) for e in map(ctx.ledger.get, view) if e is not None]
+    return {"sections": {"elites": [r["id"] for r in rows if r["status"] == "done"],
+                         "failures": [r["id"] for r in rows if r["status"] == "failed"]},
+            "items": {r["id"]: r for r in rows}}
 
 
 def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
@@ -41,14 +39,18 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         proposal, view = propose_offline(ctx, exp, attempt)
         return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}
 
-    view = ctx.remember(exp, "research", attempt, lambda: research_view(ctx, exp))
+    idea = proposal_text(state.get("proposal")) if attempt else None  # the refused proposal, reconsidered
+    view = ctx.remember(exp, "research", attempt, lambda: research_view(ctx, exp, idea))
+    if isinstance(view, list):
+        view = _legacy(ctx, view)
     rows = {e.id: e for e in ctx.ledger.experiments()}
-    shown = [_row(rows[i]) for i in view if i in rows]
+    shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
+                             "exemplars")} | retrieval.sections(view)
     messages = [{"role": "user", "content": render(
         "researcher.j2", task=ctx.task, metric=ctx.task.metric,
-        direction="higher" if ctx.task.higher_is_better else "lower",
-        elites=[r for r in shown if r["status"] == "done"], failures=[r for r in shown if r["status"] == "failed"],
+        direction="higher" if ctx.task.higher_is_better else "lower", **shown,
         rejections=rejections, schema=Proposal.model_json_schema())}]
+    view = retrieval.ids(view)
     ctx.guard_llm_budget()
     try:
         answer = ctx.llm.structured(messages, Proposal, step=f"research:{attempt}", experiment=exp)

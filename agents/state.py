@@ -3,7 +3,7 @@ agents answer in. Everything an agent saw is kept here, so resume and replay
 rebuild the same prompts."""
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -27,9 +27,11 @@ class CodeAnswer(BaseModel):
 
 
 class Rejection(TypedDict):
-    layer: str        # text_hash | ast_hash | fingerprint
+    layer: str        # text_hash | ast_hash | fingerprint | embedding | judge
     neighbour: int    # the experiment it duplicates
     reason: str
+    campaign: NotRequired[str | None]  # embedding/judge: the neighbour's campaign (the memory spans the workspace)
+    similarity: NotRequired[float]
 
 
 class ExperimentState(TypedDict, total=False):
@@ -38,7 +40,7 @@ class ExperimentState(TypedDict, total=False):
     proposal: dict[str, Any] | None  # Proposal fields + genome (offline) + parent_id
     code: str | None
     hashes: dict[str, str] | None    # text, ast
-    view: list[int]                  # ledger ids the researcher was shown
+    view: list[Any]                  # ids the researcher was shown: ledger ids (offline), memory ids "<campaign>:<id>" (LLM)
     rejections: list[Rejection]      # duplicates the gate refused, newest last
     error: str | None                # last code error, for the repair
     proposals: int                   # research calls made

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from archlab.agents.context import LabContext
+from archlab.memory.novelty import avoid_failures
 
 
 def _population(ctx: LabContext, experiment: int, attempt: int) -> list[Any]:
@@ -39,6 +40,10 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
         genome = space.sample(rng)
         why = "random search" if ctx.strategy == "random" else f"initial population ({len(population)}/{search.population})"
         motivation, parent, view = f"{why}: uniform sample of the design space", None, [e.id for e in population]
+    redraw = (lambda r: space.mutate(best.proposal["genome"], r)) if parent is not None else space.sample
+    genome, avoided = avoid_failures(ctx, experiment, attempt, genome, redraw)
+    if avoided:
+        motivation += f"; redrew {len(avoided)} candidate(s) too close to failures ({', '.join(avoided)})"
     proposal = {"name": space.describe(genome), "motivation": motivation,
                 "design": space.describe(genome), "genome": genome, "parent_id": parent}
     return proposal, view

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,19 @@ def _finished_job(outcome: Path) -> JobResult | None:
     return JobResult(**data)
 
 
+def _execute(ctx: LabContext, state: ExperimentState, step: str, workdir: Path) -> JobResult:
+    """Build the task's job and run it in the sandbox, holding GPU slots while it runs."""
+    exp, n = state["experiment"], ctx.gpus_per_job()
+    make = ctx.task.check_job if step == "check" else ctx.task.train_job
+    slots = nullcontext(list(range(n))) if ctx.gpu_slots is None else ctx.gpu_slots.acquire(n)
+    with slots as gpus:
+        limits = replace(ctx.limits(step), gpus=list(gpus))
+        job = make(state["code"] or "", workdir, ctx.seed(exp, step), limits)
+        result = ctx.backend.run(job, lambda event: ctx.live.__setitem__(exp, {"step": step, **event}))
+    result.gpus = len(gpus)
+    return result
+
+
 def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     exp, calls = state["experiment"], state.get("code_calls", 0)
     folder = ctx.folder.experiment(exp)
@@ -49,10 +65,10 @@ def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     if recorded is not None:  # replay: the original run's result stands in for the job
         result = recorded
     else:
-        make = ctx.task.check_job if step == "check" else ctx.task.train_job
-        job = make(state["code"] or "", workdir, ctx.seed(exp, step), ctx.limits(step))
-        result = ctx.backend.run(job, lambda event: ctx.live.__setitem__(exp, {"step": step, **event}))
+        result = _execute(ctx, state, step, workdir)
     ctx.live.pop(exp, None)
+    if result.log_path is not None and Path(result.log_path).exists() and recorded is None:
+        shutil.copyfile(result.log_path, folder / "log")  # experiments/N/log: the latest job's log
     tmp = outcome.with_suffix(".tmp")
     tmp.write_text(json.dumps(result.to_dict()))
     os.replace(tmp, outcome)  # atomic: the job counts as finished only once this exists
@@ -77,7 +93,7 @@ def check(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
 def train(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     exp = state["experiment"]
     result = _run(ctx, state, "train")
-    gpus = len(ctx.config.sandbox.gpus)
+    gpus = result.gpus
     ctx.ledger.update(exp, train_s=result.wall_s, gpus=gpus)
     ctx.ledger.add_spend(gpu_s=result.wall_s * gpus, train_s=result.wall_s)
     if not result.ok:

@@ -31,6 +31,16 @@ class Summary:
     best: dict[str, Any] | None
 
 
+def backend_options(sandbox: Any) -> dict[str, Any]:
+    """The sandbox settings each backend takes."""
+    docker = {k: getattr(sandbox, k) for k in ("image", "runtime", "user") if getattr(sandbox, k) is not None}
+    if sandbox.backend == "docker":
+        return docker
+    if sandbox.backend == "ray":
+        return {"address": sandbox.address, "inner": sandbox.inner, **(docker if sandbox.inner == "docker" else {})}
+    return {}
+
+
 class Campaign:
     def __init__(self, folder: CampaignFolder, config: Config, recorded: Any = None) -> None:
         """`recorded` (a replay.RecordedRun) answers the model and the sandbox from a logged run."""
@@ -42,8 +52,13 @@ class Campaign:
         task.validate()
         self.ledger = Ledger(folder.ledger)
         self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
-                              backend=get_backend(config.sandbox.backend), llm=self._llm(recorded),
-                              recorded=recorded)
+                              backend=get_backend(config.sandbox.backend, **backend_options(config.sandbox)),
+                              llm=self._llm(recorded),
+                              recorded=recorded, memory=self._memory())
+        if config.sandbox.backend != "ray":  # on ray, the cluster assigns the devices
+            from archlab.sandbox.gpus import GpuSlots, detect_gpus
+
+            self.ctx.gpu_slots = GpuSlots(detect_gpus(config.sandbox.gpus), config.sandbox.jobs_per_gpu)
         self._graph: Any = None
 
     # -- opening ------------------------------------------------------------
@@ -82,6 +97,30 @@ class Campaign:
 
         return LLMClient(llm.model, self.folder.llm_log, max_attempts=llm.max_attempts, temperature=llm.temperature,
                          timeout_s=llm.timeout_s, api_base=llm.api_base, on_usage=on_usage, script=script)
+
+    def _memory(self) -> Any:
+        """The workspace's vector memory: nothing is opened or loaded until an agent reads it."""
+        if not self.config.memory.enabled:
+            return None
+        from archlab.memory.embeddings import get_embedder
+        from archlab.memory.vector import VectorMemory
+
+        get_embedder(self.config.memory.embeddings)  # a bad spec fails here, before any experiment
+        return VectorMemory.for_config(self.config, self.folder.root.parent)
+
+    def close_memory(self) -> None:
+        """A team memory (a chromadb server) gets this campaign's experiments now; an
+        embedded one indexes them when it is next read."""
+        memory = self.ctx.memory
+        if memory is None or memory._client is None and not memory.url:
+            return
+        try:
+            if memory.url and self.ctx.recorded is None:
+                from archlab.memory.retrieval import guarded
+
+                guarded(self.ctx, "team memory sync", lambda: memory.sync(self.folder.root, self.ledger), int)
+        finally:
+            memory.close()
 
     @property
     def graph(self) -> Any:
@@ -178,6 +217,9 @@ class Campaign:
         summary = self.summary(stop or "finished")
         self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason})
         self.folder.lock.unlink(missing_ok=True)
+        self.close_memory()
+        if hasattr(self.ctx.backend, "close"):
+            self.ctx.backend.close()
         return summary
 
     def _take_lock(self) -> None:

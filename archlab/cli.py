@@ -294,17 +294,23 @@ def replay(
 @app.command()
 def doctor(config: Optional[Path] = CONFIG) -> None:
     """What this machine has for archlab, and what is missing."""
+    from rich.markup import escape
+
     from archlab.doctor import checks
 
     cfg = _config(config)
     for ok, name, detail in checks(cfg):
-        out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {detail}")
+        out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {escape(detail)}")
 
 
 from archlab import chat_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab import memory_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab.sandbox.cli import app as sandbox_app  # noqa: E402
 
 app.command()(chat_cli.chat)
 app.command()(chat_cli.report)
+app.add_typer(sandbox_app, name="sandbox", help="the docker runner image: build it, check it")
+app.add_typer(memory_cli.app, name="memory")
 
 
 def main() -> None:

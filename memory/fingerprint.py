@@ -20,6 +20,7 @@ import ast
 import hashlib
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -318,6 +319,13 @@ class _Canon:
 def ast_hash(code: str) -> str:
     """sha256 of the canonical AST dump (see the module docstring). Raises
     ValueError when the code does not parse, so callers can reject it."""
+    return hashlib.sha256("\x1f".join(canonical_tokens(code)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@lru_cache(maxsize=64)
+def canonical_tokens(code: str) -> tuple[str, ...]:
+    """The canonical AST as a token stream. Cached: the gate's embedding layer
+    vectorises the same stream right after the hash, and parsing is most of the cost."""
     try:
         with warnings.catch_warnings():  # e.g. invalid escape sequences: not ours to report
             warnings.simplefilter("ignore")
@@ -331,4 +339,4 @@ def ast_hash(code: str) -> str:
         c.seq(tree.body)
     except RecursionError as exc:
         raise ValueError("code is nested too deeply to fingerprint") from exc
-    return hashlib.sha256("\x1f".join(c.out).encode("utf-8", "surrogatepass")).hexdigest()
+    return tuple(c.out)

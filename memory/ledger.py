@@ -160,7 +160,8 @@ class Ledger:
         for origin, status, n in rows:
             out[f"{origin}.{status}"] = n
             out[status] = out.get(status, 0) + n
-        out["reused"] = self.count_events("gate.duplicate")
+        out["reused"] = self.count_events("gate.duplicate")                 # exact: a recorded result reused
+        out["near_duplicates"] = self.count_events("gate.near_duplicate")  # refused (embedding, judge)
         return out
 
     def _select(self, clause: str, args: tuple[Any, ...]) -> list[Experiment]:

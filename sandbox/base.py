@@ -53,6 +53,7 @@ class JobResult:
     log_tail: str = ""
     wall_s: float = 0.0
     truncated: bool = False
+    gpus: int = 0  # how many GPUs the job held (for GPU-hours)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +64,7 @@ class JobResult:
             "status": self.status, "reason": self.reason, "exit_code": self.exit_code,
             "result": self.result, "log_path": str(self.log_path) if self.log_path else None,
             "log_tail": self.log_tail, "wall_s": self.wall_s, "truncated": self.truncated,
+            "gpus": self.gpus,
         }
 
 

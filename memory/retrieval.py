@@ -1,0 +1,245 @@
+"""What the agents are shown from memory.
+
+A view is plain JSON: {"sections": {name: [ids]}, "items": {id: row}}. It is
+logged through ctx.remember, so a resume or a replay rebuilds the same prompt
+from the log, whatever the memory holds by then. Retrieval is deterministic for
+the same memory contents (ids break every tie), and diversity-aware: maximal
+marginal relevance picks k items that are relevant and unlike each other, not
+k members of one family.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from archlab.memory.vector import Item, VectorMemory, proposal_text, task_setting, where
+
+SHOW = {"elites": 5, "near_parent": 4, "near_idea": 4, "failures": 5, "insights": 5, "notes": 3, "exemplars": 3}
+ORDER = ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes", "exemplars",
+         "siblings", "neighbours")
+NEIGHBOURS = 5         # the analyst's nearest neighbours and siblings
+LAMBDA = 0.7           # MMR: weight of relevance against redundancy
+EXEMPLAR_CHARS = 6000  # code shown per exemplar
+
+
+def mmr(items: Sequence[Item], k: int, relevance: Sequence[float] | None = None, lam: float = LAMBDA) -> list[Item]:
+    """Maximal marginal relevance over items with vectors; relevance defaults to
+    their similarity to the query. Deterministic: ties keep the input order."""
+    import numpy as np
+
+    if not items:
+        return []
+    rel = np.array(relevance if relevance is not None else [it.similarity or 0.0 for it in items], dtype=float)
+    has = np.array([it.vector is not None for it in items])
+    dim = next((len(it.vector) for it in items if it.vector is not None), 1)
+    vecs = np.array([it.vector if it.vector is not None else [0.0] * dim for it in items], dtype=float)
+    sims = vecs @ vecs.T
+    chosen: list[int] = []
+    redundancy = np.full(len(items), -np.inf)
+    while len(chosen) < min(k, len(items)):
+        gain = lam * rel - (1 - lam) * np.where(has & np.isfinite(redundancy), redundancy, 0.0)
+        gain[chosen] = -np.inf
+        best = int(np.argmax(np.round(gain, 9)))  # argmax: the first of equals, as given
+        chosen.append(best)
+        if has[best]:
+            redundancy = np.maximum(redundancy, np.where(has, sims[best], -np.inf))
+    return [items[i] for i in chosen]
+
+
+def ready(ctx: Any, kinds: Sequence[str] = ("experiments", "code", "insights")) -> VectorMemory | None:
+    """The memory, brought up to date with the workspace's finished experiments."""
+    mem = ctx.memory
+    if mem is None:
+        return None
+    mem.refresh(ctx.folder.root, ctx.ledger, ctx.task.name, kinds)
+    return mem
+
+
+def ref(meta: dict[str, Any], campaign: str) -> str:
+    """#5 for this campaign's experiments, <campaign>#5 for another's."""
+    if meta.get("campaign") == campaign:
+        return f"#{meta['experiment']}"
+    return f"{meta.get('campaign')}#{meta.get('experiment')}"
+
+
+def row(item: Item, campaign: str) -> dict[str, Any]:
+    """What a prompt shows of an experiment."""
+    m = item.meta
+    parent = m.get("parent", -1)
+    has_parent = isinstance(parent, int) and parent >= 0
+    return {"id": item.id, "ref": ref(m, campaign), "name": m.get("name", ""), "status": m.get("status"),
+            "score": m.get("score"), "parent": ref({**m, "experiment": parent}, campaign) if has_parent else None,
+            "reason": " ".join((m.get("reason") or "").split())[:300] or None,
+            "motivation": " ".join((m.get("motivation") or "").split())[:300],
+            "summary": m.get("summary") or "", "similarity": item.similarity}
+
+
+def ledger_row(e: Any, campaign: str) -> dict[str, Any]:
+    """A row for a ledger experiment of this campaign (no memory needed)."""
+    return row(Item(f"{campaign}:{e.id}", "experiments", "", {
+        "campaign": campaign, "experiment": e.id, "name": e.name or "", "status": e.status, "score": e.score,
+        "parent": e.parent if e.parent is not None else -1, "reason": e.failure_reason,
+        "motivation": str((e.proposal or {}).get("motivation") or "")}), campaign)
+
+
+def _view(sections: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    items: dict[str, Any] = {}
+    for rows in sections.values():
+        for r in rows:
+            items.setdefault(r["id"], r)
+    return {"sections": {name: [r["id"] for r in rows] for name, rows in sections.items()}, "items": items}
+
+
+def ids(view: dict[str, Any]) -> list[str]:
+    """Every id a view showed, once, in section order (the experiment's `view` state)."""
+    out: list[str] = []
+    secs = view.get("sections", {})  # the logged copy comes back with sorted keys: use a fixed order
+    for name in [*ORDER, *sorted(set(secs) - set(ORDER))]:
+        out += [i for i in secs.get(name, []) if i not in out]
+    return out
+
+
+def sections(view: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The view as the template's lists of rows."""
+    items = view.get("items", {})
+    return {name: [items[i] for i in section if i in items] for name, section in view.get("sections", {}).items()}
+
+
+def _ranked(done: list[Item], higher_is_better: bool, campaign: str) -> list[Item]:
+    """Best first; on a tie this campaign's experiment first, then by id."""
+    scored = [d for d in done if d.meta.get("score") is not None]
+    return sorted(scored, key=lambda d: ((-1 if higher_is_better else 1) * d.meta["score"],
+                                         d.meta.get("campaign") != campaign, d.id))
+
+
+def _distinct(items: list[Item]) -> list[Item]:
+    """The first of each identical text (two campaigns can teach the same lesson)."""
+    seen: set[str] = set()
+    return [it for it in items if not (it.text in seen or seen.add(it.text))]
+
+
+def ledger_view(ctx: Any, experiment: int) -> dict[str, Any]:
+    """Without a vector memory: this campaign's elites, recent results and recent failures."""
+    campaign, k = ctx.folder.id, SHOW["elites"]
+
+    done = [e for e in ctx.ledger.experiments(status=["done"]) if e.score is not None and e.id < experiment]
+    best = sorted(done, key=lambda e: (-e.score if ctx.task.higher_is_better else e.score, e.id))[:k]
+    recent = [e for e in done if e not in best][-k:]
+    failed = [e for e in ctx.ledger.experiments(status=["failed"]) if e.id < experiment][-SHOW["failures"]:]
+    return _view({"elites": [ledger_row(e, campaign) for e in best + recent],
+                  "failures": [ledger_row(e, campaign) for e in failed]})
+
+
+def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:
+    """A broken memory (a server down, an embedding model that fails) must not stop
+    the lab: the failure is logged as a ledger event and the agent gets `fallback()`."""
+    try:
+        return compute()
+    except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        import logging
+
+        message = f"{what}: {type(exc).__name__}: {exc}"[:800]
+        logging.getLogger("archlab.memory").warning("vector memory failed, going on without it: %s", message)
+        ctx.ledger.event(None, "memory.error", {"error": message})
+        return fallback()
+
+
+def research_view(ctx: Any, experiment: int, idea: str | None = None) -> dict[str, Any]:
+    """The researcher's evidence: elites (diverse), the nearest past experiments to
+    the parent and to the idea, recent failures, top insights, relevant notes and
+    three code exemplars. `idea` is the proposal being reconsidered, if any."""
+    return guarded(ctx, "research view", lambda: _research_view(ctx, experiment, idea),
+                   lambda: ledger_view(ctx, experiment))
+
+
+def _research_view(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any]:
+    mem = ready(ctx)
+    if mem is None:
+        return ledger_view(ctx, experiment)
+    campaign, task = ctx.folder.id, ctx.task.name
+    setting = task_setting(ctx.config.task.model_dump(mode="json"))
+    shown: set[str] = set()  # ids, and code hashes: the same code from two campaigns is shown once
+
+    def fresh(items: list[Item]) -> list[Item]:
+        out, seen = [], set(shown)
+        for it in items:
+            code = it.meta.get("ast_hash")
+            if it.id not in seen and (not code or code not in seen) and it.id != f"{campaign}:{experiment}":
+                out.append(it)
+                seen.update(x for x in (it.id, code) if x)
+        return out
+
+    def take(items: list[Item]) -> list[dict[str, Any]]:
+        shown.update(x for it in items for x in (it.id, it.meta.get("ast_hash")) if x)
+        return [row(it, campaign) for it in items]
+
+    # elites: the best scores of this setting, diversified
+    done = mem.get("experiments", filters=where(setting=setting, status="done"), task=task)
+    pool_ids = [d.id for d in fresh(_ranked(done, ctx.task.higher_is_better, campaign))[: 4 * SHOW["elites"]]]
+    pool = {it.id: it for it in mem.get("experiments", ids=pool_ids, vectors=True, task=task)}
+    pool_items = [pool[i] for i in pool_ids if i in pool]
+    rel = [1.0 - i / max(1, len(pool_items)) for i in range(len(pool_items))]
+    rank = {it.id: i for i, it in enumerate(pool_items)}
+    elites = sorted(mmr(pool_items, SHOW["elites"], rel), key=lambda it: rank[it.id])  # diverse, shown best first
+    out: dict[str, list[dict[str, Any]]] = {"elites": take(elites)}
+
+    # the likely parent: this campaign's best, else the best elite
+    best = ctx.best(exclude=experiment)
+    mine = f"{campaign}:{best.id}" if best else None
+    parent = pool.get(mine) if mine in pool else \
+        next(iter(mem.get("experiments", ids=[mine], vectors=True, task=task)), None) if mine else None
+    parent = parent or (pool_items[0] if pool_items else None)
+    if parent is not None and parent.vector is not None:
+        near = fresh(mem.query("experiments", parent.vector, 4 * SHOW["near_parent"], vectors=True, task=task))
+        out["near_parent"] = take(mmr([n for n in near if n.id != parent.id], SHOW["near_parent"]))
+        out["parent"] = [row(parent, campaign)]
+    idea_text = idea or f"{ctx.task.summary}\n{ctx.task.interface.splitlines()[0] if ctx.task.interface else ''}"
+    idea_vec = mem.embed([idea_text])[0]
+    near = fresh(mem.query("experiments", idea_vec, 4 * SHOW["near_idea"], vectors=True, task=task))
+    out["near_idea"] = take(mmr(near, SHOW["near_idea"]))
+
+    failed = mem.get("experiments", filters=where(status="failed"), task=task)
+    failed.sort(key=lambda f: (-f.meta.get("finished", 0.0), f.id))
+    out["failures"] = take(fresh(failed)[: SHOW["failures"]])
+
+    insights = _distinct(mem.query("insights", idea_vec, 4 * SHOW["insights"], vectors=True, task=task))
+    out["insights"] = [{**row(it, campaign), "id": f"insight:{it.id}", "text": it.text}
+                       for it in mmr(insights, SHOW["insights"])]
+    notes = _distinct(mem.query("notes", idea_vec, 4 * SHOW["notes"], {"task": {"$in": ["", task]}}, vectors=True))
+    out["notes"] = [{"id": it.id, "ref": f"{it.meta.get('title')} part {it.meta.get('chunk', 0) + 1}",
+                     "text": it.text, "similarity": it.similarity} for it in mmr(notes, SHOW["notes"])]
+
+    # exemplars: code of the best experiments, as unlike each other as possible
+    code = {it.id: it for it in mem.get("code", ids=pool_ids, vectors=True, task=task)}
+    with_code = [code[i] for i in pool_ids if i in code]
+    rel = [1.0 - i / max(1, len(with_code)) for i in range(len(with_code))]
+    out["exemplars"] = [{**row(pool[it.id], campaign), "id": f"code:{it.id}", "code": it.text[:EXEMPLAR_CHARS]}
+                        for it in sorted(mmr(with_code, SHOW["exemplars"], rel), key=lambda it: rank[it.id])]
+    return _view(out)
+
+
+def analyst_view(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[str, Any]:
+    """The analyst's context: the parent, its other children ranked by score, and
+    the experiments nearest to this one across the workspace's memory."""
+    campaign = ctx.folder.id
+    parent_id = proposal.get("parent_id")
+    out: dict[str, list[dict[str, Any]]] = {"parent": [], "siblings": [], "neighbours": []}
+
+    if parent_id is not None:
+        parent = ctx.ledger.get(parent_id)
+        out["parent"] = [ledger_row(parent, campaign)] if parent else []
+        kids = [e for e in ctx.ledger.experiments(status=["done"]) if e.parent == parent_id
+                and e.id != experiment and e.score is not None]
+        kids.sort(key=lambda e: (-e.score if ctx.task.higher_is_better else e.score, e.id))
+        out["siblings"] = [ledger_row(e, campaign) for e in kids[:NEIGHBOURS]]
+    def neighbours() -> list[dict[str, Any]]:
+        mem = ready(ctx, ("experiments",))
+        if mem is None:
+            return []
+        skip = {f"{campaign}:{experiment}"} | {r["id"] for r in out["parent"] + out["siblings"]}
+        vec = mem.embed([proposal_text(proposal)])[0]
+        near = [n for n in mem.query("experiments", vec, 4 * NEIGHBOURS, vectors=True, task=ctx.task.name)
+                if n.id not in skip]
+        return [row(n, campaign) for n in mmr(near, NEIGHBOURS)]
+
+    out["neighbours"] = guarded(ctx, "analyst neighbours", neighbours, list)
+    return _view(out)
