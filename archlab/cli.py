@@ -78,7 +78,8 @@ def run(
                   seed=seed, sandbox=sandbox, workspace=workspace)
     if cfg.strategy != "llm":
         console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
-                      "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)")
+                      "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)",
+                      markup=False, highlight=False, soft_wrap=True)
     from archlab.campaign import Campaign
 
     campaign = _guard(lambda: Campaign.create(cfg))

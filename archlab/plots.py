@@ -40,6 +40,9 @@ def best_so_far(path: Path, xs: Sequence[float], scores: Sequence[float], *, met
     ax.step(xs, best, where="post", color="tab:blue", lw=2, label="best so far")
     if baseline is not None:
         ax.axhline(baseline, color="tab:orange", ls="--", label=f"best baseline ({baseline:.4g})")
+        low, high = min([*scores, baseline]), max([*scores, baseline])
+        pad = 0.05 * (high - low or 1.0)
+        ax.set_ylim(low - pad, high + pad)  # keep the baseline line inside the frame
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)")
     ax.set_title(title or f"best {metric} so far")

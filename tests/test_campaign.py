@@ -26,7 +26,7 @@ def test_cli_run_show_and_json(tmp_path, nb201_table, cli_env):
     run = subprocess.run([*ARCHLAB, "run", "--task", "nb201", "--table", str(nb201_table), "--budget", "15",
                           "--workspace", str(ws), "-q"], capture_output=True, text=True, env=cli_env, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "no model configured: running the offline `evolution` strategy" in run.stderr
+    assert "no model configured: running the offline `evolution` strategy (set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)" in run.stderr
     assert "leaderboard" in run.stdout and "val_acc" in run.stdout
     campaign_id = next(p.name for p in ws.iterdir())
     shown = subprocess.run([*ARCHLAB, "show", campaign_id, "--json", "--workspace", str(ws)],
