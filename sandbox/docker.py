@@ -44,7 +44,7 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from archlab.errors import ConfigError
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits
 from archlab.sandbox.image import client, find_image, image_tag
-from archlab.sandbox.process import TAIL_CHARS, _classify, _last_line, _rmtree, _safe_rel, _Stream, _substitute
+from archlab.sandbox.process import TAIL_CHARS, _classify, _last_line, _safe_rel, _Stream, _substitute, fresh_workdir
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +208,7 @@ class DockerBackend(Backend):
         )
 
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
-        workdir = Path(job.workdir).resolve()
-        inp, out, log_path = workdir / "input", workdir / "output", workdir / "log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        for stale in (inp, out, log_path):  # a rerun (resume) starts clean
-            _rmtree(stale)
+        inp, out, log_path = fresh_workdir(job)
         try:
             hashes, mounts = _lay_out(job, inp)
         except FileNotFoundError as e:  # a data path that is gone: the job cannot start

@@ -124,6 +124,17 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def fresh_workdir(job: Job) -> tuple[Path, Path, Path]:
+    """The job's input/, output/ and log paths, with what an earlier run left removed (a rerun
+    after resume starts clean)."""
+    workdir = Path(job.workdir).resolve()
+    inp, out, log_path = workdir / "input", workdir / "output", workdir / "log"
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in (inp, out, log_path):
+        _rmtree(stale)
+    return inp, out, log_path
+
+
 def _lay_out_input(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Write files read-only, link data; return ({file: sha256}, {data link: target})."""
     inp.mkdir(parents=True)
@@ -248,11 +259,7 @@ class ProcessBackend(Backend):
         self.python = python or sys.executable
 
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
-        workdir = Path(job.workdir).resolve()
-        inp, out, log_path = workdir / "input", workdir / "output", workdir / "log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        for stale in (inp, out, log_path):  # a rerun (resume) starts clean
-            _rmtree(stale)
+        inp, out, log_path = fresh_workdir(job)
         hashes, links = _lay_out_input(job, inp)
         out.mkdir()
         subst = {PYTHON: self.python, INPUT: str(inp), OUTPUT: str(out)}
