@@ -156,12 +156,17 @@ class Campaign:
         self.ledger.event(exp_id, "experiment.failed", {"reason": f"internal error: {exc!r}"}, key=f"{exp_id}:finished")
 
     # -- budgets --------------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        """Evaluated experiments to run: the config's, else the task's default."""
+        return self.config.budget.experiments or self.ctx.task.default_budget
+
     def stop_reason(self) -> str | None:
         """Why no new experiment may start, or None."""
         b, spend = self.config.budget, self.ledger.spend()
         counted = len(self.ledger.experiments(status=[*IN_FLIGHT, "done", "failed"], origin=["campaign"]))
-        if counted >= b.experiments:
-            return f"experiment budget reached ({b.experiments})"
+        if counted >= self.budget:
+            return f"experiment budget reached ({self.budget})"
         if b.hours is not None and spend["wall_s"] >= b.hours * 3600:
             return f"wall-clock budget reached ({b.hours} h)"
         if b.gpu_hours is not None and spend["gpu_s"] >= b.gpu_hours * 3600:
@@ -233,7 +238,7 @@ class Campaign:
     # -- reading ------------------------------------------------------------------
     def snapshot(self, in_flight: int) -> dict[str, Any]:
         best = self.ctx.best()
-        return {"counts": self.ledger.counts(), "in_flight": in_flight, "budget": self.config.budget.experiments,
+        return {"counts": self.ledger.counts(), "in_flight": in_flight, "budget": self.budget,
                 "best": {"id": best.id, "name": best.name, "score": best.score} if best else None,
                 "spend": self.ledger.spend(), "live": dict(self.ctx.live)}
 

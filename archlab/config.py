@@ -50,7 +50,7 @@ class LLMConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    experiments: int = Field(12, gt=0)      # evaluated experiments (baselines not counted)
+    experiments: int | None = Field(None, gt=0)  # evaluated experiments, baselines not counted; None: the task's default
     hours: float | None = Field(None, gt=0)  # wall clock
     gpu_hours: float | None = Field(None, gt=0)
     tokens: int | None = Field(None, gt=0)

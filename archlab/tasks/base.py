@@ -57,6 +57,7 @@ class TaskPack(ABC):
     required_symbol: str = "model"  # top-level name a candidate must define
     interface: str = ""             # the contract in words, for prompts and errors
     default_limits: Limits = Limits()  # the sandbox config overrides what it sets
+    default_budget: int = 12           # experiments when the config sets none
     uses_gpu: bool = False             # whether its jobs want a GPU (e.g. the lm task above the tiny preset)
     forbidden_imports: tuple[str, ...] = ("os", "subprocess", "socket", "shutil", "requests", "urllib", "http", "ctypes", "multiprocessing")
 

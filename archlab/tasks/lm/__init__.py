@@ -45,11 +45,13 @@ class LMTask(TaskPack):
     forbidden_imports = TaskPack.forbidden_imports + (
         "sys", "importlib", "pathlib", "io", "pickle", "glob", "tempfile", "inspect", "gc", "builtins",
         "threading", "signal", "mmap", "marshal", "runpy", "code", "pty")
+    default_budget = 3  # `archlab run` with no arguments: 4 baselines + 3 experiments, a few minutes at tiny
 
     def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
         super().__init__(options, preset)
         self.config = resolve(preset, self.options)   # raises TaskOptionError on a bad option
         self.preset = self.config["preset"]
+        self.uses_gpu = self.preset != "tiny"          # small and medium are GPU presets
         self.data: dict[str, Path] | None = None       # set by prepare()
         self.data_meta: dict[str, Any] | None = None
         self._space: LMSpace | None = None

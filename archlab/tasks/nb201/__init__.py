@@ -99,6 +99,7 @@ class NB201Task(TaskPack):
     higher_is_better = True
     report_metric = "test_acc"
     required_symbol = "cell"
+    default_budget = 100  # a lookup costs milliseconds
     interface = INTERFACE
     default_limits = Limits(wall_time_s=30.0, memory_mb=512, cpus=1.0)
     command = [PYTHON, "-I", "-S", f"{INPUT}/harness.py", f"{INPUT}/spec.json", OUTPUT]
