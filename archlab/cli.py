@@ -231,7 +231,7 @@ def check(
 
     cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
     verdict = _guard(lambda: check_file(cfg, file))
-    out.print(verdict.render())
+    out.print(verdict.render(), soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(0 if verdict.accepted else 1)
 
 
@@ -251,7 +251,7 @@ def eval_(
     out.print(f"experiment #{row.id} ({row.origin}): {row.status}"
               + (f", duplicate of #{row.duplicate_of} (result reused, nothing trained)" if row.duplicate_of else "")
               + (f", {row.failure_reason}" if row.failure_reason else "")
-              + (f", score {row.score:.4f}" if row.score is not None else ""))
+              + (f", score {row.score:.4f}" if row.score is not None else ""), soft_wrap=True, markup=False)
     raise typer.Exit(1 if row.status == "failed" else 0)
 
 

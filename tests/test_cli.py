@@ -58,3 +58,22 @@ def test_doctor_and_tasks(cli_env):
     for item in ("python", "torch", "GPU", "docker engine", "ray", "model"):
         assert item in res.stdout
     assert "nb201" in run(["tasks"], cli_env).stdout
+
+
+def test_lm_probes_reject_leaky_and_batch_mixing_mixers_without_training(tmp_path, cli_env):
+    from test_lm import BATCH_MIXING, LEAKY
+
+    ws = tmp_path / "runs"
+    for name, code, reason in (("leaky", LEAKY, "causality"), ("mixing", BATCH_MIXING, "batch")):
+        path = tmp_path / f"{name}.py"
+        path.write_text(code)
+        checked = run(["check", "--task", "lm", str(path), "--workspace", str(ws)], cli_env)
+        assert checked.returncode == 1 and "REJECTED at check" in checked.stdout, checked.stdout + checked.stderr
+        assert reason in checked.stdout
+        evaluated = run(["eval", "--task", "lm", str(path), "--workspace", str(ws)], cli_env)
+        assert evaluated.returncode == 1 and reason in evaluated.stdout, evaluated.stdout + evaluated.stderr
+    from archlab.memory.ledger import Ledger
+
+    ledger = Ledger(ws / "eval-lm" / "ledger.sqlite")
+    assert [e.status for e in ledger.experiments()] == ["failed", "failed"]
+    assert ledger.events(kind="train.start") == [], "a rejected mixer must not be trained"
