@@ -205,6 +205,8 @@ class Campaign:
                     stop = stop or self.stop_reason()
                 if not futures:
                     break
+                if on_progress:
+                    on_progress(self.snapshot(len(futures)))
                 finished, _ = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     exp_id = futures.pop(fut)
@@ -217,8 +219,6 @@ class Campaign:
                 now = time.time()
                 self.ledger.add_spend(wall_s=now - tick)
                 tick = now
-                if on_progress:
-                    on_progress(self.snapshot(len(futures)))
         summary = self.summary(stop or "finished")
         self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason})
         self.folder.lock.unlink(missing_ok=True)
