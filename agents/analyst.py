@@ -12,25 +12,29 @@ from archlab.memory import retrieval
 from archlab.prompts import render
 
 
-def _delta(ctx: LabContext, label: str, score: float, other: Any) -> str | None:
-    if other is None or other.score is None:
+def _delta(ctx: LabContext, label: str, score: float, other: dict[str, Any] | None) -> str | None:
+    if other is None or other.get("score") is None:
         return None
-    diff = score - other.score
-    better = ctx.task.better(score, other.score)
+    diff = score - other["score"]
+    better = ctx.task.better(score, other["score"])
     word = "better than" if better else ("equal to" if diff == 0 else "worse than")
-    return f"{diff:+.4g} {ctx.task.metric} vs {label} #{other.id} ({other.name}, {other.score:.4g}): {word}"
+    return f"{diff:+.4g} {ctx.task.metric} vs {label} #{other['id']} ({other['name']}, {other['score']:.4g}): {word}"
 
 
 def comparisons(ctx: LabContext, state: ExperimentState, score: float) -> list[str]:
     exp = state["experiment"]
 
-    def ids() -> dict[str, int | None]:
-        best, baseline = ctx.best(exclude=exp), ctx.best(exclude=exp, origin=("baseline",))
-        return {"parent": (state.get("proposal") or {}).get("parent_id"),
-                "best so far": best.id if best else None, "best baseline": baseline.id if baseline else None}
+    def brief(e: Any) -> dict[str, Any] | None:
+        return {"id": e.id, "name": e.name, "score": e.score} if e is not None else None
 
-    shown = ctx.remember(exp, "analyse", 0, ids)
-    lines = [_delta(ctx, label, score, ctx.ledger.get(shown[label]) if shown.get(label) is not None else None)
+    def shown() -> dict[str, Any]:
+        parent = (state.get("proposal") or {}).get("parent_id")
+        return {"parent": brief(ctx.ledger.get(parent) if parent is not None else None),
+                "best so far": brief(ctx.best(exclude=exp)),
+                "best baseline": brief(ctx.best(exclude=exp, origin=("baseline",)))}
+
+    seen = ctx.remember(exp, "analyse", 0, shown)  # with scores: a replay rebuilds the same lines
+    lines = [_delta(ctx, label, score, seen.get(label))
              for label in ("parent", "best so far", "best baseline")]  # fixed order: the record sorts keys
     return [line for line in lines if line]
 

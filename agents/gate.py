@@ -14,7 +14,7 @@ from archlab.agents.state import ExperimentState, Rejection
 from archlab.memory import novelty
 from archlab.memory.fingerprint import hashes
 
-_gate_lock = threading.Lock()  # parallel experiments must not both claim one hash
+gate_lock = threading.Lock()  # parallel experiments must not both claim one hash
 
 
 def _outcome(ctx: LabContext, e: Any) -> str:
@@ -25,19 +25,23 @@ def _outcome(ctx: LabContext, e: Any) -> str:
     return "is still being evaluated"
 
 
-def duplicate(ctx: LabContext, state: ExperimentState, layer: str, neighbour: Any) -> dict[str, Any]:
-    """Record a reuse of `neighbour`'s result; a campaign proposal goes back to
+def hit_record(ctx: LabContext, layer: str, e: Any) -> dict[str, Any]:
+    """A gate hit as it stood when it happened (the neighbour may still be in flight)."""
+    return {"layer": layer, "neighbour": e.id, "metrics": e.metrics,
+            "reason": f"same {layer.replace('_', ' ')} as #{e.id} ({e.name}), which {_outcome(ctx, e)}"}
+
+
+def duplicate(ctx: LabContext, state: ExperimentState, hit: dict[str, Any]) -> dict[str, Any]:
+    """Record a reuse of the neighbour's result; a campaign proposal goes back to
     the researcher with the neighbour named, a given candidate ends as a duplicate."""
     exp = state["experiment"]
-    rejection: Rejection = {"layer": layer, "neighbour": neighbour.id,
-                            "reason": f"same {layer.replace('_', ' ')} as #{neighbour.id} ({neighbour.name}), "
-                                      f"which {_outcome(ctx, neighbour)}"}
-    ctx.ledger.event(exp, "gate.duplicate", {**rejection, "reused_metrics": neighbour.metrics},
+    rejection: Rejection = {"layer": hit["layer"], "neighbour": hit["neighbour"], "reason": hit["reason"]}
+    ctx.ledger.event(exp, "gate.duplicate", {**rejection, "reused_metrics": hit["metrics"]},
                      key=f"{exp}:dup:{state.get('proposals', 0)}:{state.get('code_calls', 0)}")
     update: dict[str, Any] = {"rejections": [*state.get("rejections", []), rejection]}
     if state.get("origin") != "campaign":
-        update.update(outcome="duplicate", duplicate_of=neighbour.id, metrics=neighbour.metrics,
-                      reason=rejection["reason"])
+        update.update(outcome="duplicate", duplicate_of=hit["neighbour"], metrics=hit["metrics"],
+                      reason=hit["reason"])
     return update
 
 
@@ -49,18 +53,19 @@ def gate(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         reason = f"the code does not parse: {exc}"
         return {"error": reason} if ctx.can_repair(state) else {"outcome": "failed", "reason": reason}
     near: dict[str, Any] = {}
+    calls = state.get("code_calls", 0)
     if novelty.applies(ctx, state):
-        with _gate_lock:
-            hit = _hash_hit(ctx, exp, h)
+        with gate_lock:
+            hit = _hash_hit(ctx, exp, h, 2 * calls)
         if hit is not None:
-            return duplicate(ctx, state, *hit)
+            return duplicate(ctx, state, hit)
         rejection, near = novelty.screen(ctx, state)  # outside the lock: it may ask the judge
         if rejection is not None:
             return near_duplicate(ctx, state, rejection)
-    with _gate_lock:
-        hit = _hash_hit(ctx, exp, h)  # (again after the novelty layers: a parallel twin may have claimed them)
+    with gate_lock:
+        hit = _hash_hit(ctx, exp, h, 2 * calls + 1)  # again: a parallel twin may have claimed them meanwhile
         if hit is not None:
-            return duplicate(ctx, state, *hit)
+            return duplicate(ctx, state, hit)
         # Claim the hashes now so a parallel twin is caught while this one trains.
         ctx.ledger.update(exp, text_hash=h.text, ast_hash=h.ast)
     seen = {"nearest": near["nearest"]["ref"], "similarity": near["similarity"]} if near.get("nearest") else {}
@@ -68,12 +73,17 @@ def gate(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     return {"hashes": {"text": h.text, "ast": h.ast}}
 
 
-def _hash_hit(ctx: LabContext, exp: int, h: Any) -> tuple[str, Any] | None:
-    for layer, value in (("text_hash", h.text), ("ast_hash", h.ast)):
-        hit = ctx.ledger.find_hash(exp, **{layer: value})
-        if hit is not None:
-            return layer, hit
-    return None
+def _hash_hit(ctx: LabContext, exp: int, h: Any, attempt: int) -> dict[str, Any] | None:
+    """The first hash layer that matches another experiment, remembered (hit or not) so a
+    replay takes the same decision whatever order the original's experiments finished in."""
+    def look() -> dict[str, Any]:
+        for layer, value in (("text_hash", h.text), ("ast_hash", h.ast)):
+            found = ctx.ledger.find_hash(exp, **{layer: value})
+            if found is not None:
+                return {"hit": hit_record(ctx, layer, found)}
+        return {"hit": None}
+
+    return ctx.remember(exp, "hash", attempt, look)["hit"]
 
 
 def near_duplicate(ctx: LabContext, state: ExperimentState, rejection: Any) -> dict[str, Any]:

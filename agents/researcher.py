@@ -57,6 +57,7 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     except LLMError as exc:
         return {"outcome": "failed", "reason": f"researcher: {exc}", "proposals": attempt + 1, "view": view}
     proposal = answer.model_dump()
-    if proposal.get("parent_id") not in rows:
-        proposal["parent_id"] = None  # a made-up parent id is dropped, not trusted
+    parent = proposal.get("parent_id")
+    if not (parent in rows and parent < exp):  # made up, or not yet allocated when this one was: dropped
+        proposal["parent_id"] = None
     return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}

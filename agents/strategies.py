@@ -3,23 +3,24 @@ design space. They stand in for the LLM when no model is configured and are
 the baselines an LLM campaign must beat."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from archlab.agents.context import LabContext
 from archlab.memory.novelty import avoid_failures
 
 
-def _population(ctx: LabContext, experiment: int, attempt: int) -> list[Any]:
+def _population(ctx: LabContext, experiment: int, attempt: int) -> list[SimpleNamespace]:
     """Regularised evolution's population: the most recently finished evaluated
-    experiments that carry a genome (ageing: the oldest drop out)."""
-    def latest() -> list[int]:
+    experiments that carry a genome (ageing: the oldest drop out). Remembered with
+    their scores and genomes, so a replay needs nothing the original saw later."""
+    def latest() -> list[dict[str, Any]]:
         rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
                 if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")]
-        return [e.id for e in rows[: ctx.config.search.population]]
+        return [{"id": e.id, "score": e.score, "genome": e.proposal["genome"]}
+                for e in rows[: ctx.config.search.population]]
 
-    ids = ctx.remember(experiment, "population", attempt, latest)
-    by_id = {e.id: e for e in ctx.ledger.experiments(status=["done"])}
-    return [by_id[i] for i in ids if i in by_id]
+    return [SimpleNamespace(**row) for row in ctx.remember(experiment, "population", attempt, latest)]
 
 
 def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dict[str, Any], list[int]]:
@@ -31,7 +32,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
     if ctx.strategy == "evolution" and len(population) >= search.population:
         contenders = rng.sample(population, search.tournament)
         best = max(contenders, key=lambda e: e.score if ctx.task.higher_is_better else -e.score)
-        genome = space.mutate(best.proposal["genome"], rng)
+        genome = space.mutate(best.genome, rng)
         motivation = (f"tournament of {search.tournament} from the last {search.population} evaluated; "
                       f"#{best.id} won with {ctx.task.metric}={best.score:.4g}; mutate one component")
         parent: int | None = best.id
@@ -40,7 +41,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
         genome = space.sample(rng)
         why = "random search" if ctx.strategy == "random" else f"initial population ({len(population)}/{search.population})"
         motivation, parent, view = f"{why}: uniform sample of the design space", None, [e.id for e in population]
-    redraw = (lambda r: space.mutate(best.proposal["genome"], r)) if parent is not None else space.sample
+    redraw = (lambda r: space.mutate(best.genome, r)) if parent is not None else space.sample
     genome, avoided = avoid_failures(ctx, experiment, attempt, genome, redraw)
     if avoided:
         motivation += f"; redrew {len(avoided)} candidate(s) too close to failures ({', '.join(avoided)})"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.agents.context import LabContext
-from archlab.agents.gate import duplicate
+from archlab.agents.gate import gate_lock, duplicate, hit_record
 from archlab.agents.state import ExperimentState
 from archlab.sandbox.base import JobResult
 
@@ -24,15 +24,6 @@ def _failure(ctx: LabContext, state: ExperimentState, step: str, result: JobResu
     if result.status in CODE_ERRORS and ctx.can_repair(state):
         return {"error": reason}
     return {"outcome": "failed", "reason": reason}
-
-
-def _finished_job(outcome: Path) -> JobResult | None:
-    """A job that ran to the end before a kill is not run again on resume."""
-    if not outcome.exists():
-        return None
-    data = json.loads(outcome.read_text())
-    data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
-    return JobResult(**data)
 
 
 def _execute(ctx: LabContext, state: ExperimentState, step: str, workdir: Path) -> JobResult:
@@ -53,13 +44,13 @@ def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     folder = ctx.folder.experiment(exp)
     workdir = folder / f"{step}-{calls}"
     outcome = folder / f"{step}-{calls}.json"
-    done = _finished_job(outcome)
-    if done is not None:
+    if outcome.exists():  # finished before a kill: not run (nor counted) again
+        done = JobResult.load(outcome)
         ctx.ledger.event(exp, f"{step}.reused_after_restart", {"status": done.status})
         return done
     code_path = folder / "candidate.py"
     code_path.write_text(state["code"] or "")
-    ctx.ledger.update(exp, code_path=str(code_path), status="running", started=time.time())
+    ctx.ledger.update(exp, code_path=str(code_path), status="running")
     ctx.ledger.event(exp, f"{step}.start", {"job": f"{ctx.task.name}-{step}"})
     recorded = ctx.recorded.job(exp, outcome.name) if ctx.recorded is not None else None
     if recorded is not None:  # replay: the original run's result stands in for the job
@@ -73,6 +64,9 @@ def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     tmp.write_text(json.dumps(result.to_dict()))
     os.replace(tmp, outcome)  # atomic: the job counts as finished only once this exists
     ctx.ledger.event(exp, f"{step}.end", {"status": result.status, "reason": result.reason, "wall_s": result.wall_s})
+    if step == "train":
+        ctx.ledger.update(exp, train_s=result.wall_s, gpus=result.gpus)
+        ctx.ledger.add_spend(gpu_s=result.wall_s * result.gpus, train_s=result.wall_s)
     return result
 
 
@@ -81,21 +75,24 @@ def check(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     if not result.ok:
         return _failure(ctx, state, "check", result)
     report = result.result or {}
-    fingerprint = report.get("fingerprint")
+    fingerprint, exp = report.get("fingerprint"), state["experiment"]
     if fingerprint:
-        hit = ctx.ledger.find_hash(state["experiment"], fingerprint=fingerprint)
+        def look() -> dict[str, Any]:
+            found = ctx.ledger.find_hash(exp, fingerprint=fingerprint)
+            return {"hit": hit_record(ctx, "fingerprint", found) if found is not None else None}
+
+        with gate_lock:  # find and claim together: two parallel twins must not both train
+            hit = ctx.remember(exp, "fingerprint", state.get("code_calls", 0), look)["hit"]
+            if hit is None:
+                ctx.ledger.update(exp, fingerprint=fingerprint)
         if hit is not None:
-            return duplicate(ctx, state, "fingerprint", hit)
-        ctx.ledger.update(state["experiment"], fingerprint=fingerprint)
+            return duplicate(ctx, state, hit)
     return {"check": report}
 
 
 def train(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     exp = state["experiment"]
     result = _run(ctx, state, "train")
-    gpus = result.gpus
-    ctx.ledger.update(exp, train_s=result.wall_s, gpus=gpus)
-    ctx.ledger.add_spend(gpu_s=result.wall_s * gpus, train_s=result.wall_s)
     if not result.ok:
         return _failure(ctx, state, "train", result)
     metrics = (result.result or {}).get("metrics") or {}

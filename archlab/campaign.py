@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from archlab.agents.context import LabContext
 from archlab.config import Config
-from archlab.errors import ArchlabError, BudgetExceeded
+from archlab.errors import ArchlabError, BudgetExceeded, ConfigError
 from archlab.folder import CampaignFolder
 from archlab.memory.ledger import FINISHED, IN_FLIGHT, Ledger
 
@@ -29,6 +29,18 @@ class Summary:
     counts: dict[str, int]
     spend: dict[str, float]
     best: dict[str, Any] | None
+
+
+def validate_config(data: dict[str, Any], source: str) -> Config:
+    """A stored config plus overrides, validated with the same clear errors as a fresh one."""
+    from pydantic import ValidationError
+
+    from archlab.config import _explain
+
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
 
 
 def backend_options(sandbox: Any) -> dict[str, Any]:
@@ -58,7 +70,14 @@ class Campaign:
         if config.sandbox.backend != "ray":  # on ray, the cluster assigns the devices
             from archlab.sandbox.gpus import GpuSlots, detect_gpus
 
-            self.ctx.gpu_slots = GpuSlots(detect_gpus(config.sandbox.gpus), config.sandbox.jobs_per_gpu)
+            try:
+                self.ctx.gpu_slots = GpuSlots(detect_gpus(config.sandbox.gpus), config.sandbox.jobs_per_gpu)
+            except ValueError as exc:  # e.g. an unreadable CUDA_VISIBLE_DEVICES
+                raise ConfigError(f"cannot tell which GPUs to use: {exc}; set [sandbox] gpus = [0, 1]") from None
+            wanted, have = self.ctx.gpus_per_job(), len(self.ctx.gpu_slots.gpus)
+            if wanted > have:
+                raise ConfigError(f"each job needs {wanted} GPU(s) but {have} are available "
+                                  f"({self.ctx.gpu_slots.gpus}); lower [sandbox] gpus_per_job or add GPUs")
         self._graph: Any = None
 
     # -- opening ------------------------------------------------------------
@@ -79,8 +98,10 @@ class Campaign:
             from archlab.config import _merge
 
             data = _merge(data, overrides)
+        config = validate_config(data, f"campaign {folder.id} with your flags")  # never store a bad value
+        if overrides:
             folder.write_config(data)
-        return cls(folder, Config.model_validate(data))
+        return cls(folder, config)
 
     def _llm(self, script: Any = None) -> Any:
         if self.config.strategy != "llm":
@@ -149,11 +170,13 @@ class Campaign:
 
     def _crashed(self, exp_id: int, exc: BaseException) -> None:
         """A bug in a step must not stop the campaign: record it and go on."""
+        from archlab.llm import scrub  # secrets never reach runs/
+
         log = self.folder.experiment(exp_id) / "error.log"
-        log.write_text("".join(traceback.format_exception(exc)))
-        self.ledger.update(exp_id, status="failed", failure_reason=f"internal error: {exc!r} (see {log})",
-                           finished=time.time())
-        self.ledger.event(exp_id, "experiment.failed", {"reason": f"internal error: {exc!r}"}, key=f"{exp_id}:finished")
+        log.write_text(scrub("".join(traceback.format_exception(exc)), key_shapes=True))
+        reason = scrub(f"internal error: {exc!r}", key_shapes=True)
+        self.ledger.update(exp_id, status="failed", failure_reason=f"{reason} (see {log})", finished=time.time())
+        self.ledger.event(exp_id, "experiment.failed", {"reason": reason}, key=f"{exp_id}:finished")
 
     # -- budgets --------------------------------------------------------------
     @property
@@ -180,10 +203,11 @@ class Campaign:
     def _seed_baselines(self) -> list[int]:
         if not self.config.search.baselines or self.ledger.get_meta("baselines_allocated"):
             return []
-        ids = [self.ledger.allocate("baseline", {"name": c.name, "motivation": c.motivation or "baseline",
-                                                 "design": c.name, "code": c.code, "genome": c.genome}, name=c.name)
-               for c in self.ctx.task.seeds()]
-        self.ledger.set_meta("baselines_allocated", ids)
+        with self.ledger.transaction():  # a kill here must not allocate the baselines twice
+            ids = [self.ledger.allocate("baseline", {"name": c.name, "motivation": c.motivation or "baseline",
+                                                     "design": c.name, "code": c.code, "genome": c.genome},
+                                        name=c.name) for c in self.ctx.task.seeds()]
+            self.ledger.set_meta("baselines_allocated", ids)
         return ids
 
     # -- the loop ---------------------------------------------------------------
@@ -196,7 +220,8 @@ class Campaign:
         futures: dict[Future, int] = {}
         stop: str | None = None
         tick = time.time()
-        with ThreadPoolExecutor(self.config.search.parallel, thread_name_prefix="exp") as pool:
+        pool = ThreadPoolExecutor(self.config.search.parallel, thread_name_prefix="exp")
+        try:
             while True:
                 stop = stop or self.stop_reason()
                 while len(futures) < self.config.search.parallel and (queue or stop is None):
@@ -219,6 +244,10 @@ class Campaign:
                 now = time.time()
                 self.ledger.add_spend(wall_s=now - tick)
                 tick = now
+        except KeyboardInterrupt:  # stop now: in-flight experiments resume from their checkpoints
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         summary = self.summary(stop or "finished")
         self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason})
         self.folder.lock.unlink(missing_ok=True)

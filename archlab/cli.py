@@ -175,6 +175,8 @@ def show(
     workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
 ) -> None:
     """Leaderboard, counts and spend of a campaign, or one experiment in full."""
+    from rich.markup import escape
+
     from archlab.folder import CampaignFolder
     from archlab.memory.ledger import Ledger
     from archlab.tasks import get_task
@@ -196,7 +198,7 @@ def show(
             return
         for key, value in data.items():
             if key != "events":
-                out.print(f"[bold]{key}[/]: {value}")
+                out.print(f"[bold]{key}[/]: {escape(str(value))}")
         if code:
             from rich.syntax import Syntax
 

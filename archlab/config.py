@@ -152,7 +152,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
                 f"{', '.join(SECTIONS)} (e.g. ARCHLAB_BUDGET_EXPERIMENTS=20) or ARCHLAB_WORKSPACE"
             )
         if section == "sandbox" and field == "gpus":
-            value = [int(g) for g in value.split(",") if g.strip()]  # type: ignore[assignment]
+            try:
+                value = [int(g) for g in value.split(",") if g.strip()]  # type: ignore[assignment]
+            except ValueError:
+                raise ConfigError(f"{key}={value!r}: give GPU ids separated by commas, e.g. {key}=0,1") from None
         out.setdefault(section, {})[field] = value
     return out
 

@@ -58,9 +58,7 @@ class RecordedRun:
         if not path.exists():
             raise Divergence(experiment, name.removesuffix(".json"), f"the original run has no result {path.name}: "
                              "it never ran this job, so the replay took a different path")
-        data = json.loads(path.read_text())
-        data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
-        return JobResult(**data)
+        return JobResult.load(path)
 
     # -- the model, answered from llm.jsonl (the LLM client's script protocol) ----
     def check_request(self, record: dict[str, Any]) -> None:
@@ -153,12 +151,13 @@ class ReplayReport:
 def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain: bool = False,
            fork: bool = False, overrides: dict[str, Any] | None = None,
            on_experiment: Callable[[int], None] | None = None) -> ReplayReport:
-    from archlab.campaign import Campaign
+    from archlab.campaign import Campaign, validate_config
     from archlab.config import Config, _merge
 
     original = CampaignFolder.open(workspace, campaign_id)
     data = original.read_config()
     config = Config.model_validate(data)
+    live = validate_config(_merge(data, overrides or {}), "the fork's flags") if fork else None  # fail before replaying
     folder = CampaignFolder.create(workspace, f"{original.id}-{'fork' if fork else 'replay'}")
     (folder.root / "replay.json").write_text(json.dumps({"replay_of": original.id, "to": to, "retrain": retrain}))
     folder.write_config(data)
@@ -177,7 +176,12 @@ def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain:
         if _allocate_like(campaign.ledger, row) != row.id:
             raise ArchlabError(f"replay allocated a different id than #{row.id}; is {folder.root} fresh?")
         try:
-            campaign.run_experiment(row.id)
+            try:
+                campaign.run_experiment(row.id)
+            except Divergence:
+                raise
+            except Exception as exc:  # a step that crashed in the original too is recorded the same way
+                campaign._crashed(row.id, exc)
             compare(recorded.ledger, campaign.ledger, row.id)
         except Divergence as div:
             report.divergence = div
@@ -188,7 +192,6 @@ def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain:
     if baseline_ids is not None:
         campaign.ledger.set_meta("baselines_allocated", baseline_ids)
     if fork and report.ok:
-        live = Config.model_validate(_merge(data, overrides or {}))
         folder.write_config(live.model_dump(mode="json"))
         forked = Campaign(folder, live)  # a fresh lab: live model and sandbox, no record
         report.forked = forked.run()

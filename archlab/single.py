@@ -3,6 +3,8 @@ recorded) and `archlab eval` (the whole graph from the gate, recorded in the
 workspace's eval campaign so a second eval of the same code trains nothing)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +31,10 @@ class Verdict:
 
 
 def eval_folder(config: Config) -> CampaignFolder:
-    """The workspace's standing campaign for single evaluations of a task."""
-    root = Path(config.workspace) / f"eval-{config.task.name}"
+    """The workspace's standing campaign for single evaluations of one task setting:
+    the same code under another dataset, table or preset is a different experiment."""
+    setting = json.dumps({"preset": config.task.preset, **config.task.options}, sort_keys=True, default=str)
+    root = Path(config.workspace) / f"eval-{config.task.name}-{hashlib.sha256(setting.encode()).hexdigest()[:8]}"
     folder = CampaignFolder(root)
     if not folder.config.exists():
         (root / "experiments").mkdir(parents=True, exist_ok=True)
@@ -39,6 +43,7 @@ def eval_folder(config: Config) -> CampaignFolder:
 
 
 def check_file(config: Config, path: Path) -> Verdict:
+    from archlab.campaign import backend_options
     from archlab.memory.fingerprint import hashes
     from archlab.memory.ledger import Ledger
     from archlab.sandbox import get_backend
@@ -51,19 +56,23 @@ def check_file(config: Config, path: Path) -> Verdict:
     if errors:
         return Verdict(path, False, "static", errors)
     h = hashes(code)
-    folder = Path(config.workspace) / f"eval-{config.task.name}"
-    if (folder / "ledger.sqlite").exists():
-        hit = Ledger(folder / "ledger.sqlite").find_hash(-1, text_hash=h.text) or \
-            Ledger(folder / "ledger.sqlite").find_hash(-1, ast_hash=h.ast)
+    folder = eval_folder(config)
+    if folder.ledger.exists():
+        ledger = Ledger(folder.ledger)
+        hit = ledger.find_hash(-1, text_hash=h.text) or ledger.find_hash(-1, ast_hash=h.ast)
+        ledger.close()
         if hit is not None:
-            return Verdict(path, False, "gate", [f"duplicate of experiment #{hit.id} ({hit.name}) in {folder}"])
+            return Verdict(path, False, "gate", [f"duplicate of experiment #{hit.id} ({hit.name}) in {folder.root}"])
     with tempfile.TemporaryDirectory(prefix="archlab-check-") as tmp:
         task.prepare(Path(tmp))
         from archlab.agents.context import job_limits
 
         limits = job_limits(task.default_limits, config.sandbox, "check")
         job = task.check_job(code, Path(tmp) / "check", config.search.seed, limits)
-        result = get_backend(config.sandbox.backend).run(job)
+        backend = get_backend(config.sandbox.backend, **backend_options(config.sandbox))
+        result = backend.run(job)
+        if hasattr(backend, "close"):
+            backend.close()
     report = {k: v for k, v in (result.result or {}).items() if k not in ("status", "reason")}
     report["ast_hash"] = h.ast[:16]
     if not result.ok:
@@ -73,10 +82,13 @@ def check_file(config: Config, path: Path) -> Verdict:
 
 def eval_file(config: Config, path: Path) -> Any:
     from archlab.campaign import Campaign
+    from archlab.memory.ledger import IN_FLIGHT
 
     code = path.read_text()
     campaign = Campaign(eval_folder(config), config)
     campaign.ctx.task.prepare(campaign.folder.root)
+    for unfinished in campaign.ledger.experiments(status=IN_FLIGHT):  # an eval killed earlier: finish it first
+        campaign.run_experiment(unfinished.id)
     exp = campaign.ledger.allocate("eval", {"name": path.stem, "motivation": f"user candidate {path}",
                                             "design": path.name, "code": code}, name=path.stem)
     campaign.run_experiment(exp)

@@ -6,9 +6,10 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -112,6 +113,18 @@ class Ledger:
             exp_id = int(cur.lastrowid)
             self.event(exp_id, "allocated", {"origin": origin})
             return exp_id
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes that must land together or not at all (a kill in between leaves none)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def update(self, exp_id: int, **fields: Any) -> None:
         if not fields:

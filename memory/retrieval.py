@@ -137,7 +137,9 @@ def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - reported, not hidden
         import logging
 
-        message = f"{what}: {type(exc).__name__}: {exc}"[:800]
+        from archlab.llm import scrub  # an embedding provider's error may echo its key
+
+        message = scrub(f"{what}: {type(exc).__name__}: {exc}"[:800], key_shapes=True)
         logging.getLogger("archlab.memory").warning("vector memory failed, going on without it: %s", message)
         ctx.ledger.event(None, "memory.error", {"error": message})
         return fallback()

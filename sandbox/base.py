@@ -59,6 +59,13 @@ class JobResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @classmethod
+    def load(cls, path: Path) -> "JobResult":
+        """A result saved with to_dict() (a finished job's record)."""
+        data = json.loads(Path(path).read_text())
+        data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status, "reason": self.reason, "exit_code": self.exit_code,

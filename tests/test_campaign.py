@@ -92,7 +92,7 @@ def test_eval_twice_trains_once(tmp_path, nb201_table, cli_env):
     assert second.returncode == 0 and "duplicate of #1" in second.stdout, second.stdout + second.stderr
     from archlab.memory.ledger import Ledger
 
-    ledger = Ledger(tmp_path / "runs" / "eval-nb201" / "ledger.sqlite")
+    ledger = Ledger(next((tmp_path / "runs").glob("eval-nb201-*")) / "ledger.sqlite")
     assert [e["experiment"] for e in ledger.events(kind="train.end")] == [1]
     assert ledger.get(2).metrics == ledger.get(1).metrics
 

@@ -74,6 +74,6 @@ def test_lm_probes_reject_leaky_and_batch_mixing_mixers_without_training(tmp_pat
         assert evaluated.returncode == 1 and reason in evaluated.stdout, evaluated.stdout + evaluated.stderr
     from archlab.memory.ledger import Ledger
 
-    ledger = Ledger(ws / "eval-lm" / "ledger.sqlite")
+    ledger = Ledger(next(ws.glob("eval-lm-*")) / "ledger.sqlite")
     assert [e.status for e in ledger.experiments()] == ["failed", "failed"]
     assert ledger.events(kind="train.start") == [], "a rejected mixer must not be trained"

@@ -63,3 +63,19 @@ def test_unknown_task_and_missing_table_are_clear():
         get_task("nope")
     with pytest.raises(ConfigError, match="table"):
         get_task("nb201", {}).validate()
+
+
+def test_resume_with_a_bad_override_is_explained_and_stores_nothing(tmp_path, nb201_table):
+    from archlab.campaign import Campaign
+
+    cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path), "task": {"name": "nb201", "table": str(nb201_table)},
+                                               "budget": {"experiments": 2}})
+    campaign = Campaign.create(cfg)
+    with pytest.raises(ConfigError, match="budget.experiments"):
+        Campaign.open(tmp_path, campaign.folder.id, {"budget": {"experiments": 0}})
+    assert Campaign.open(tmp_path, campaign.folder.id).config.budget.experiments == 2
+
+
+def test_bad_gpu_list_in_the_environment():
+    with pytest.raises(ConfigError, match="ARCHLAB_SANDBOX_GPUS=0,1"):
+        load_config(None, env={"ARCHLAB_SANDBOX_GPUS": "a"})

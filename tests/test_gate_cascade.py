@@ -120,7 +120,7 @@ def test_eval_of_a_reordered_copy_trains_once(tmp_path, nb201_table):
     assert first.status == "done" and second.status == "duplicate" and second.duplicate_of == first.id
     from archlab.memory.ledger import Ledger
 
-    ledger = Ledger(tmp_path / "runs" / "eval-nb201" / "ledger.sqlite")
+    ledger = Ledger(next((tmp_path / "runs").glob("eval-nb201-*")) / "ledger.sqlite")
     assert [e["data"]["layer"] for e in ledger.events(kind="gate.duplicate")] == ["fingerprint"]
     assert [e["experiment"] for e in ledger.events(kind="train.end")] == [first.id]
     assert second.metrics == first.metrics
