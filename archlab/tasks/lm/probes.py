@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 FINGERPRINT_SEED = 0        # same code -> same fingerprint, whatever the job's seed
-FINGERPRINT_SHAPE = (2, 32)  # (B, T) of the fixed probe input
+FINGERPRINT_SHAPE = (2, 136)  # (B, T) of the fixed probe input: past two chunks of 64, so inter-chunk code runs
 COMPLEXITY_T = (256, 1024)   # T and 4T
 QUADRATIC_EXPONENT = 1.5     # cost ~ T^k; linear is 1, quadratic 2
 
