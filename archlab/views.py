@@ -55,6 +55,8 @@ def render_leaderboard(board: list[dict[str, Any]], metric: str, report_metric: 
 
 
 def _fmt(value: Any) -> str:
+    from rich.markup import escape  # names like "gated-delta[data]" are text, not markup
+
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "" if value is None else str(value)
+    return "" if value is None else escape(str(value))
