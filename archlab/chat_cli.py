@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
-stdout = Console()
+from archlab.cli_common import CONFIG, WORKSPACE, console
+from archlab.cli_common import fail as _fail
+from archlab.cli_common import out as stdout
+
 EXIT_WORDS = ("exit", "quit", ":q", "bye")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def _settings(config: Optional[Path], workspace: Optional[Path], model: Optional[str]) -> Any:
@@ -41,10 +37,10 @@ def _settings(config: Optional[Path], workspace: Optional[Path], model: Optional
 def chat(
     campaign: Optional[str] = typer.Argument(None, help="campaign id or folder (default: every campaign of the workspace)"),
     q: Optional[str] = typer.Option(None, "-q", "--question", help="ask one question, print the answer and exit"),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)"),
+    workspace: Optional[Path] = WORKSPACE,
     model: Optional[str] = typer.Option(None, help="litellm model string; none configured = retrieval mode"),
     session: str = typer.Option("default", help="conversation name: each has its own history"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="archlab.toml to read"),
+    config: Optional[Path] = CONFIG,
 ) -> None:
     """Talk with the analyst about a campaign (or all of them): leaderboards, diffs, lineage, tests, plots."""
     from archlab.errors import ArchlabError
@@ -117,8 +113,8 @@ def _answer(analyst: Any, question: str) -> None:
 def report(
     campaign: str = typer.Argument(..., help="campaign id or folder"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for the report (default runs/ID/report)"),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="archlab.toml to read"),
+    workspace: Optional[Path] = WORKSPACE,
+    config: Optional[Path] = CONFIG,
 ) -> None:
     """Write a Markdown and HTML report with plots: leaderboard, progress, spend, gate savings, failures."""
     from archlab.errors import ArchlabError

@@ -9,20 +9,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="archlab: an autonomous lab for neural-architecture research.")
-console = Console(stderr=True)
-out = Console()
-
-WORKSPACE = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)")
-CONFIG = typer.Option(None, "--config", "-c", help="archlab.toml to read (default ./archlab.toml when present)")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+from archlab.cli_common import CONFIG, WORKSPACE, console, out
+from archlab.cli_common import fail as _fail
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:

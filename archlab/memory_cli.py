@@ -7,15 +7,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
+
+from archlab.cli_common import CONFIG, WORKSPACE, console, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="The workspace's vector memory: past experiments, the analyst's lessons, your notes.")
-console = Console(stderr=True)
-out = Console()
-
-WORKSPACE = typer.Option(None, "--workspace", "-w", help="where campaigns live (default runs/)")
-CONFIG = typer.Option(None, "--config", "-c", help="archlab.toml to read (default ./archlab.toml when present)")
 KINDS = ("experiments", "insights", "notes", "code")
 
 
