@@ -45,18 +45,25 @@ def analyse(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         return {"outcome": "failed", "reason": f"training reported no `{ctx.task.metric}`"}
     facts = comparisons(ctx, state, score)
     offline = f"{ctx.task.metric} = {score:.4g}. " + ("; ".join(facts) if facts else "first evaluated experiment.")
-    if ctx.strategy != "llm":
+    if ctx.strategy != "llm" or state.get("origin") != "campaign":  # baselines and evals: the facts suffice
         return {"analysis": offline, "outcome": "done"}
     proposal = state.get("proposal") or {}
     view = ctx.remember(state["experiment"], "neighbours", 0,
                         lambda: retrieval.analyst_view(ctx, state["experiment"], proposal))
     shown = {"parent": [], "siblings": [], "neighbours": []} | retrieval.sections(view)
-    messages = [{"role": "user", "content": render(
-        "analyst.j2", task=ctx.task, proposal=proposal, metrics=state.get("metrics"),
-        comparisons=facts, check=state.get("check") or {}, **shown)}]
+    context = {"task": ctx.task, "proposal": proposal, "metrics": state.get("metrics"), "comparisons": facts,
+               "check": state.get("check") or {}, **shown}
+
+    def fit(budget: int) -> list[dict[str, Any]]:
+        from archlab.llm.window import fit_sections
+
+        messages, _ = fit_sections(lambda c: [{"role": "user", "content": render("analyst.j2", **c)}], context,
+                                   ("neighbours", "siblings"), budget, ctx.llm.model)
+        return messages
+
     ctx.guard_llm_budget()
     try:
-        text = ctx.llm.text(messages, step="analyse:0", experiment=state["experiment"])
+        text = ctx.llm.text(None, step="analyse:0", experiment=state["experiment"], fit=fit)
     except LLMError as exc:
         text = f"{offline}\n(analyst model failed: {exc})"
     return {"analysis": text.strip() or offline, "outcome": "done"}

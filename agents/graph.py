@@ -13,7 +13,6 @@ checkpointer makes each step durable.
 """
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -102,6 +101,6 @@ def compile_graph(ctx: LabContext, checkpoints: Path) -> Any:
 
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    conn = sqlite3.connect(checkpoints, check_same_thread=False)
+    conn = sqlite3.connect(checkpoints, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     return build_graph(ctx).compile(checkpointer=SqliteSaver(conn))

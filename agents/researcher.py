@@ -4,12 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 from archlab.agents.context import LabContext
-from archlab.agents.state import ExperimentState, Proposal
+from archlab.agents.state import ExperimentState, proposal_schema
 from archlab.agents.strategies import propose_offline
 from archlab.errors import LLMError
+from archlab.llm.schemas import for_prompt
 from archlab.memory import retrieval
 from archlab.memory.vector import proposal_text
 from archlab.prompts import render
+
+# What goes first when the prompt does not fit the model's window: code exemplars,
+# then the neighbours, then notes, insights, failures, and the elites last.
+TRIM_ORDER = ("exemplars", "near_idea", "near_parent", "notes", "insights", "failures", "elites")
+
 
 def research_view(ctx: LabContext, experiment: int, idea: str | None = None) -> dict[str, Any]:
     """What the researcher sees (memory/retrieval.py): diverse elites, the nearest past
@@ -46,14 +52,21 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | retrieval.sections(view)
-    messages = [{"role": "user", "content": render(
-        "researcher.j2", task=ctx.task, metric=ctx.task.metric,
-        direction="higher" if ctx.task.higher_is_better else "lower", **shown,
-        rejections=rejections, schema=Proposal.model_json_schema())}]
+    schema = proposal_schema(ctx.task)
+    context = {"task": ctx.task, "metric": ctx.task.metric, "direction": "higher" if ctx.task.higher_is_better
+               else "lower", **shown, "rejections": rejections, "schema": for_prompt(schema)}
+
+    def fit(budget: int) -> list[dict[str, Any]]:
+        from archlab.llm.window import fit_sections
+
+        messages, _ = fit_sections(lambda c: [{"role": "user", "content": render("researcher.j2", **c)}], context,
+                                   TRIM_ORDER, budget, ctx.llm.model)
+        return messages
+
     view = retrieval.ids(view)
     ctx.guard_llm_budget()
     try:
-        answer = ctx.llm.structured(messages, Proposal, step=f"research:{attempt}", experiment=exp)
+        answer = ctx.llm.structured(None, schema, step=f"research:{attempt}", experiment=exp, fit=fit)
     except LLMError as exc:
         return {"outcome": "failed", "reason": f"researcher: {exc}", "proposals": attempt + 1, "view": view}
     proposal = answer.model_dump()

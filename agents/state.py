@@ -13,10 +13,36 @@ Outcome = Literal["done", "failed", "duplicate"]
 class Proposal(BaseModel):
     """What the researcher answers."""
 
+    # No descriptions: the prompt says what each field holds, and a small model copies a description as the value.
     name: str = Field(min_length=1, max_length=120)
     motivation: str = Field(min_length=1)
-    design: str = Field(min_length=1, description="what to build, concretely enough for the coder")
-    parent_id: int | None = Field(None, description="id of the experiment this builds on, if any")
+    design: str = Field(min_length=1)
+    parent_id: int | None = None
+
+
+def _genome_required(schema: dict[str, Any]) -> None:
+    """In the schema (what the model sees, what decoding is constrained to): a genome, never null."""
+    genome = schema["properties"]["genome"]
+    schema["properties"]["genome"] = next(b for b in genome.get("anyOf", [genome]) if b.get("type") != "null")
+    schema["required"] = [*schema.get("required", []), "genome"]
+
+
+def proposal_schema(task: Any) -> type[Proposal]:
+    """The researcher's answer for `task`: a Proposal, plus the design as data (`genome`)
+    where the task has a design schema. The schema the model sees and is decoded under
+    requires it, so constrained decoding makes it exact; a prompt-mode answer without
+    one is still read (the design in words only)."""
+    if getattr(task, "design_schema", None) is None:
+        return Proposal
+    from pydantic import ConfigDict, create_model
+
+    with_genome = create_model("Proposal", __base__=Proposal, __doc__=Proposal.__doc__,
+                               genome=(task.design_schema | None, None))
+
+    class TaskProposal(with_genome):  # type: ignore[valid-type,misc]
+        model_config = ConfigDict(title="Proposal", json_schema_extra=_genome_required)
+
+    return TaskProposal
 
 
 class CodeAnswer(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path

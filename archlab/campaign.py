@@ -5,6 +5,7 @@ its thread starts, so a kill between the two makes neither a ghost nor a twin.""
 from __future__ import annotations
 
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 from archlab.agents.context import LabContext
 from archlab.config import Config
-from archlab.errors import ArchlabError, BudgetExceeded, ConfigError
+from archlab.errors import ArchlabError, BudgetExceeded, ConfigError, ModelUnavailable
 from archlab.folder import CampaignFolder
 from archlab.memory.ledger import FINISHED, IN_FLIGHT, Ledger
 
@@ -29,6 +30,7 @@ class Summary:
     counts: dict[str, int]
     spend: dict[str, float]
     best: dict[str, Any] | None
+    paused: str | None = None  # "unreachable" (resume as is) or "refused" (fix the setting, then resume)
 
 
 def validate_config(data: dict[str, Any], source: str) -> Config:
@@ -79,6 +81,7 @@ class Campaign:
                 raise ConfigError(f"each job needs {wanted} GPU(s) but {have} are available "
                                   f"({self.ctx.gpu_slots.gpus}); lower [sandbox] gpus_per_job or add GPUs")
         self._graph: Any = None
+        self._graph_lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------
     @classmethod
@@ -110,14 +113,13 @@ class Campaign:
             raise ArchlabError("strategy `llm` needs a model: pass --model provider/name or set [llm] model in archlab.toml")
         from archlab.llm import LLMClient
 
-        llm = self.config.llm
-
         def on_usage(usage: Any) -> None:
             self.ledger.add_spend(tokens=usage.prompt_tokens + usage.completion_tokens,
                                   usd=usage.cost_usd, llm_calls=1)
 
-        return LLMClient(llm.model, self.folder.llm_log, max_attempts=llm.max_attempts, temperature=llm.temperature,
-                         timeout_s=llm.timeout_s, api_base=llm.api_base, on_usage=on_usage, script=script)
+        return LLMClient.from_config(self.config.llm, self.folder.llm_log, on_usage=on_usage,
+                                     guard=lambda: self.ctx.guard_llm_budget(), script=script,
+                                     seed=self.config.search.seed)
 
     def _memory(self) -> Any:
         """The workspace's vector memory: nothing is opened or loaded until an agent reads it."""
@@ -145,11 +147,15 @@ class Campaign:
 
     @property
     def graph(self) -> Any:
-        if self._graph is None:
-            from archlab.agents.graph import compile_graph
+        """Built once, by the first of the parallel experiment threads to ask: several threads
+        compiling it at once opened several checkpointers on one new file, and one of them
+        failed switching it to WAL ("database is locked"), recording its experiment as failed."""
+        with self._graph_lock:
+            if self._graph is None:
+                from archlab.agents.graph import compile_graph
 
-            self._graph = compile_graph(self.ctx, self.folder.checkpoints)
-        return self._graph
+                self._graph = compile_graph(self.ctx, self.folder.checkpoints)
+            return self._graph
 
     # -- one experiment -------------------------------------------------------
     def run_experiment(self, exp_id: int) -> dict[str, Any]:
@@ -219,6 +225,7 @@ class Campaign:
         queue += [i for i in self._seed_baselines() if i not in queue]
         futures: dict[Future, int] = {}
         stop: str | None = None
+        paused: ModelUnavailable | None = None
         tick = time.time()
         pool = ThreadPoolExecutor(self.config.search.parallel, thread_name_prefix="exp")
         try:
@@ -239,6 +246,12 @@ class Campaign:
                     if isinstance(exc, BudgetExceeded):
                         stop = f"{exc} (experiment #{exp_id} left to resume)"
                         queue.clear()
+                    elif isinstance(exc, ModelUnavailable):
+                        # Nobody's fault in the experiment: it stays in flight, resumable, nothing recorded.
+                        if paused is None:
+                            paused = exc
+                            stop = self._pause(exc, exp_id)
+                        queue.clear()
                     elif exc is not None:
                         self._crashed(exp_id, exc)
                 now = time.time()
@@ -249,12 +262,21 @@ class Campaign:
             raise
         pool.shutdown(wait=True)
         summary = self.summary(stop or "finished")
-        self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason})
+        if paused is not None:
+            summary.paused = "unreachable" if paused.resumable else "refused"
+        self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason, "paused": summary.paused})
         self.folder.lock.unlink(missing_ok=True)
         self.close_memory()
         if hasattr(self.ctx.backend, "close"):
             self.ctx.backend.close()
         return summary
+
+    def _pause(self, exc: ModelUnavailable, exp_id: int) -> str:
+        kind = "model unreachable" if exc.resumable else "model refused"
+        why = (f"{kind}: {exc} (experiment #{exp_id} is left as it was; nothing was recorded as failed "
+               f"and the budget is untouched); continue with: archlab resume {self.folder.id}")
+        self.ledger.event(exp_id, "campaign.paused", {"reason": str(exc)[:1000], "kind": kind})
+        return why
 
     def _take_lock(self) -> None:
         lock = self.folder.lock

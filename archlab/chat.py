@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 import operator
 import re
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from archlab.chat_model import ToolModel
 from archlab.chat_tools import Lab, call_tool, tool_schemas
-from archlab.errors import LLMError
 
 RETRIEVAL_BANNER = "[retrieval mode: no model configured — this is not an LLM answer]"
 MAX_TOOL_RESULT = 12000
@@ -38,90 +35,7 @@ class ChatState(TypedDict, total=False):
     messages: Annotated[list[dict[str, Any]], operator.add]  # OpenAI-format messages, no system
     turn: int      # index of the current user question in this conversation
     rounds: int    # model calls made in this turn
-
-
-# -- one model call, logged -------------------------------------------------------------------
-
-class ToolModel:
-    """litellm tool-calling with LLMClient's settings, scripted model and log format.
-
-    A scripted model (`scripted/script.json`) answers step `chat:TURN:ROUND` with either
-    plain text or {"content": "...", "tool_calls": [{"name": ..., "arguments": {...}}]};
-    the log records a tool-calling answer in that same JSON form, so a logged chat is a script."""
-
-    def __init__(self, model: str, log_path: Path, *, temperature: float = 0.2, timeout_s: float = 120.0,
-                 api_base: str | None = None, num_retries: int = 2) -> None:
-        from archlab.llm import LLMClient
-
-        self.client = LLMClient(model, log_path, temperature=temperature, timeout_s=timeout_s,
-                                api_base=api_base, num_retries=num_retries)
-
-    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                 step: str) -> dict[str, Any]:
-        from archlab.llm import SCRIPTED_LITELLM_MODEL, _import_litellm, request_hash, scrub
-
-        c = self.client
-        litellm = _import_litellm()
-        messages = json.loads(json.dumps(messages))
-        record = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-            "experiment": None, "step": step, "attempt": 0, "model": c.model,
-            "request": {"messages": messages, "temperature": c.temperature,
-                        "tools": [t["function"]["name"] for t in tools or []]},
-            "request_hash": request_hash(c.model, messages, c.temperature),
-            "response": None, "error": None, "valid": False,
-            "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "latency_s": 0.0,
-        }
-        kwargs: dict[str, Any] = dict(model=c.model, messages=messages, temperature=c.temperature,
-                                      timeout=c.timeout_s, num_retries=c.num_retries, drop_params=True)
-        if tools:
-            kwargs["tools"] = tools
-        if c.api_base:
-            kwargs["api_base"] = c.api_base
-        t0 = time.perf_counter()
-        try:
-            if c.script is not None:
-                kwargs.update(self._scripted(step), model=SCRIPTED_LITELLM_MODEL)
-            response = litellm.completion(**kwargs)
-        except Exception as exc:
-            record["latency_s"] = round(time.perf_counter() - t0, 4)
-            message = scrub(str(exc) if isinstance(exc, LLMError) else
-                            f"{step}: the call to {c.model} failed: {type(exc).__name__}: {str(exc)[:1000]}",
-                            key_shapes=True)
-            c._log(record, valid=False, error=message)
-            raise LLMError(message) from None
-        msg = response.choices[0].message
-        calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
-                 for tc in (getattr(msg, "tool_calls", None) or [])]
-        content = msg.content or ""
-        record.update(response=json.dumps({"content": content, "tool_calls": calls}) if calls else content,
-                      prompt_tokens=int(getattr(response.usage, "prompt_tokens", 0) or 0),
-                      completion_tokens=int(getattr(response.usage, "completion_tokens", 0) or 0),
-                      cost_usd=c._cost(litellm, response), latency_s=round(time.perf_counter() - t0, 4))
-        ok = bool(calls or content.strip())
-        c._log(record, valid=ok, error=None if ok else "the answer was empty")
-        out: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            out["tool_calls"] = [{"id": tc["id"], "type": "function",
-                                  "function": {"name": tc["name"], "arguments": tc["arguments"]}} for tc in calls]
-        return out
-
-    def _scripted(self, step: str) -> dict[str, Any]:
-        rule = self.client.script.rule(step, None, 0)
-        if rule.error is not None:
-            return {"mock_response": Exception(f"scripted error: {rule.error}")}
-        text = rule.response or ""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if not (isinstance(data, dict) and isinstance(data.get("tool_calls"), list)):
-            return {"mock_response": text}
-        calls = [{"id": tc.get("id") or f"call_{step.replace(':', '_')}_{i}", "type": "function",
-                  "function": {"name": tc["name"], "arguments": tc["arguments"] if isinstance(tc.get("arguments"), str)
-                               else json.dumps(tc.get("arguments") or {})}}
-                 for i, tc in enumerate(data["tool_calls"])]
-        return {"mock_response": data.get("content") or "", "mock_tool_calls": calls}
+    answer_now: bool  # the model repeated a call it already had the result of: no more tools this turn
 
 
 # -- the graph --------------------------------------------------------------------------------
@@ -145,19 +59,27 @@ def build_chat_graph(analyst: "Analyst") -> Any:
 
     def agent(state: ChatState) -> dict[str, Any]:
         rounds = state.get("rounds", 0)
-        tools = tool_schemas() if rounds < analyst.max_rounds else None  # last round: answer in words
+        # last round, or a model going round in circles: answer in words
+        tools = tool_schemas() if rounds < analyst.max_rounds and not state.get("answer_now") else None
         messages = [{"role": "system", "content": analyst.system_prompt()}, *_well_formed(state["messages"])]
         reply = analyst.model.complete(messages, tools, step=f"chat:{state.get('turn', 0)}:{rounds}")
         return {"messages": [reply], "rounds": rounds + 1}
 
     def tools(state: ChatState) -> dict[str, Any]:
-        out = []
+        start = max(i for i, m in enumerate(state["messages"]) if m.get("role") == "user")
+        earlier = {_call_key(tc) for m in state["messages"][start:-1] for tc in m.get("tool_calls") or []}
+        out, repeated = [], False
         for tc in state["messages"][-1].get("tool_calls") or []:
-            result = call_tool(analyst.lab, tc["function"]["name"], tc["function"]["arguments"])
+            if _call_key(tc) in earlier:
+                repeated = True
+                result: dict[str, Any] = {"error": "you already made this call in this turn and its result is above: "
+                                                   "answer the question now from the results you have"}
+            else:
+                result = call_tool(analyst.lab, tc["function"]["name"], tc["function"]["arguments"])
             text = json.dumps(result, default=str, ensure_ascii=False)
             out.append({"role": "tool", "tool_call_id": tc["id"], "name": tc["function"]["name"],
                         "content": text[:MAX_TOOL_RESULT]})
-        return {"messages": out}
+        return {"messages": out, "answer_now": repeated}
 
     def after_agent(state: ChatState) -> str:
         last = state["messages"][-1]
@@ -176,15 +98,24 @@ class Analyst:
     """A conversation with the analyst over `lab`; with model None, the retrieval mode."""
 
     def __init__(self, lab: Lab, model: str | None = None, *, session: str = "default", temperature: float = 0.2,
-                 max_rounds: int = 8, api_base: str | None = None, timeout_s: float = 120.0) -> None:
+                 max_rounds: int = 8, api_base: str | None = None, timeout_s: float | None = None,
+                 settings: Any = None) -> None:
+        """`settings`: the [llm] section (structured mode, tools, retries...); `model`,
+        `api_base` and `timeout_s` override it."""
         self.lab, self.session, self.max_rounds = lab, session, max_rounds
         self.model = None
         self._graph: Any = None
         self._conn: Any = None
         if model:
+            from archlab.config import LLMConfig
+            from archlab.llm import LLMClient
+
+            base = settings if settings is not None else LLMConfig()
+            llm = base.model_copy(update={"model": model, "temperature": temperature,
+                                          "api_base": api_base or base.api_base,
+                                          "timeout_s": timeout_s or base.timeout_s})
             lab.home.mkdir(parents=True, exist_ok=True)
-            self.model = ToolModel(model, lab.home / "llm.jsonl", temperature=temperature,
-                                   timeout_s=timeout_s, api_base=api_base)
+            self.model = ToolModel(LLMClient.from_config(llm, lab.home / "llm.jsonl"))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -222,9 +153,10 @@ class Analyst:
         self.lab.refresh()
         if self.model is None:
             return retrieval_answer(self.lab, question)
+        self.model.client.reset()  # an outage during the last question need not outlast it
         turn = sum(1 for m in self.history() if m.get("role") == "user")
-        final = self.graph.invoke({"messages": [{"role": "user", "content": question}], "turn": turn, "rounds": 0},
-                                  self.config)
+        final = self.graph.invoke({"messages": [{"role": "user", "content": question}], "turn": turn, "rounds": 0,
+                                   "answer_now": False}, self.config)
         messages = final["messages"]
         start = max(i for i, m in enumerate(messages) if m.get("role") == "user")
         results = {m["tool_call_id"]: m["content"] for m in messages[start:] if m.get("role") == "tool"}
@@ -234,6 +166,7 @@ class Analyst:
                 args = tc["function"]["arguments"]
                 calls.append({"name": tc["function"]["name"], "arguments": _loads(args),
                               "result": _loads(results.get(tc["id"], "null"))})
+        # a tool call the model wrote as text is run by ToolModel, never shown as the answer
         last = messages[-1]
         text = last.get("content") or ""
         if last.get("tool_calls") or not text.strip():
@@ -243,6 +176,18 @@ class Analyst:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def _call_key(tc: dict[str, Any]) -> tuple[str, str]:
+    """A call as its tool sees it (defaults filled in), so `limit=8` spelled out is the same call."""
+    from archlab.chat_tools import TOOLS
+
+    name, args = tc["function"]["name"], _loads(tc["function"]["arguments"])
+    try:
+        args = TOOLS[name].args.model_validate(args).model_dump()
+    except Exception:  # noqa: BLE001 - an unknown tool or bad arguments: compare as sent
+        pass
+    return name, json.dumps(args, sort_keys=True, default=str)
 
 
 def _loads(text: Any) -> Any:

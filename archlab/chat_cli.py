@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 
 from archlab.cli_common import CONFIG, WORKSPACE, console
 from archlab.cli_common import fail as _fail
@@ -56,7 +57,8 @@ def chat(
             own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
             if own.get("model") and not str(own["model"]).startswith("scripted/"):
                 llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
-        analyst = Analyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"])
+        analyst = Analyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
+                          settings=cfg.llm)
     except ArchlabError as exc:
         _fail(str(exc))
     if analyst.model is None:
@@ -64,7 +66,8 @@ def chat(
                       "ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)", markup=False)
     try:
         if q is not None:
-            _answer(analyst, q)
+            if not _answer(analyst, q):
+                raise typer.Exit(1)
             return
         console.print(f"talking about {', '.join(lab.views)}; "
                       f"history in {lab.home / 'chat.sqlite'}; type exit to leave")
@@ -96,18 +99,29 @@ def _memory(cfg: Any) -> Any:
     return VectorMemory.for_config(cfg, cfg.workspace)
 
 
-def _answer(analyst: Any, question: str) -> None:
+def _answer(analyst: Any, question: str) -> bool:
+    """Print the answer; on a model error say so and return False (an interactive session
+    goes on: a rate limit or an outage must not end the conversation)."""
     from archlab.errors import ArchlabError
 
     try:
         answer = analyst.ask(question)
     except ArchlabError as exc:
-        _fail(str(exc), code=1)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}\n(the question was not answered; ask again "
+                      "once the model is back)")
+        return False
     for call in answer.tool_calls if answer.mode == "llm" else []:
-        args = ", ".join(f"{k}={v!r}" for k, v in (call["arguments"] or {}).items())
-        console.print(f"[dim]→ {call['name']}({args})[/]")
+        console.print(f"[dim]→ {escape(call['name'])}({escape(_arguments(call['arguments']))})[/]")
     sys.stdout.write(answer.text.rstrip("\n") + "\n")  # as is: no wrapping, no markup
     sys.stdout.flush()
+    return True
+
+
+def _arguments(args: Any) -> str:
+    """A tool call's arguments for the screen, whatever the model sent (an object, a list, text)."""
+    if isinstance(args, dict):
+        return ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return repr(args)
 
 
 def report(

@@ -183,7 +183,12 @@ def leaderboard(lab: Lab, a: BoardArgs) -> dict[str, Any]:
             if ci:
                 row["ci95"] = [round(ci.low, 6), round(ci.high, 6)]
             rows.append(row)
-        boards.append({"campaign": view.id, "metric": metric, "higher_is_better": higher, "rows": rows})
+        board = {"campaign": view.id, "metric": metric, "higher_is_better": higher, "rows": rows}
+        overall = view.ranked(metric, higher)[:1]
+        if a.origin and overall and (not rows or rows[0]["id"] != overall[0].id):
+            # filtered to one origin: say what leads overall, so "do the candidates beat the baselines?" is answered too
+            board["best_of_all_origins"] = {**brief(view, overall[0]), metric: view.value(overall[0], metric)}
+        boards.append(board)
     return {"boards": boards}
 
 
@@ -348,9 +353,9 @@ class Tool:
                                                  "parameters": params}}
 
 
-TOOLS: dict[str, Tool] = {t.name: t for t in (
-    Tool("search_memory", SearchArgs, search_memory),
+TOOLS: dict[str, Tool] = {t.name: t for t in (  # the usual first look first: small models pick the first listed
     Tool("leaderboard", BoardArgs, leaderboard),
+    Tool("search_memory", SearchArgs, search_memory),
     Tool("show_experiment", ShowArgs, show_experiment),
     Tool("diff_code", DiffArgs, diff_code),
     Tool("lineage", ExpArgs, lineage),
@@ -370,6 +375,9 @@ def call_tool(lab: Lab, name: str, arguments: dict[str, Any] | str | None) -> di
         return {"error": f"unknown tool {name!r}; tools: {', '.join(TOOLS)}"}
     try:
         args = json.loads(arguments) if isinstance(arguments, str) else (arguments or {})
+        if not isinstance(args, dict):
+            return {"error": f"the arguments must be a JSON object of named values, not a {type(args).__name__}; "
+                             f"e.g. {{\"limit\": 5}}"}
         return tool.fn(lab, tool.args.model_validate(args))
     except json.JSONDecodeError as exc:
         return {"error": f"the arguments are not JSON: {exc}"}

@@ -18,7 +18,7 @@ from archlab.cli_common import fail as _fail
 
 def _overrides(**flags: Any) -> dict[str, Any]:
     """CLI flags -> the nested override dict config.load_config expects."""
-    where = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm",
+    where = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm", "api_base": "llm",
              "budget": "budget", "hours": "budget", "gpu_hours": "budget", "tokens": "budget", "usd": "budget",
              "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox"}
     rename = {"task": "name", "budget": "experiments", "sandbox": "backend"}
@@ -57,6 +57,7 @@ def run(
     parallel: Optional[int] = typer.Option(None, help="experiments in flight at once"),
     strategy: Optional[str] = typer.Option(None, help="auto | llm | random | evolution"),
     model: Optional[str] = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
+    api_base: Optional[str] = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
     seed: Optional[int] = typer.Option(None, help="campaign seed"),
     sandbox: Optional[str] = typer.Option(None, help="process | docker | ray"),
     workspace: Optional[Path] = WORKSPACE,
@@ -66,7 +67,7 @@ def run(
     """Launch a campaign (default: a short offline campaign on the lm task)."""
     cfg = _config(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
                   gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
-                  seed=seed, sandbox=sandbox, workspace=workspace)
+                  api_base=api_base, seed=seed, sandbox=sandbox, workspace=workspace)
     if cfg.strategy != "llm":
         console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
                       "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)",
@@ -78,20 +79,29 @@ def run(
     _drive(campaign, quiet)
 
 
+def _header(campaign: Any) -> None:
+    """The model the campaign talks to, and how (printed before the first experiment)."""
+    if campaign.ctx.llm is not None:
+        console.print(f"model: {campaign.ctx.llm.describe()}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def resume(
     campaign_id: str = typer.Argument(..., help="campaign id (see `archlab ls`) or its folder"),
     budget: Optional[int] = typer.Option(None, help="raise the experiment budget"),
     hours: Optional[float] = typer.Option(None), tokens: Optional[int] = typer.Option(None),
     usd: Optional[float] = typer.Option(None), gpu_hours: Optional[float] = typer.Option(None),
+    model: Optional[str] = typer.Option(None, help="continue with this model (e.g. after the provider refused one)"),
+    api_base: Optional[str] = typer.Option(None, help="continue with this server"),
     workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Continue a stopped or killed campaign: unfinished experiments first, nothing repeated."""
+    """Continue a stopped, paused or killed campaign: unfinished experiments first, nothing repeated."""
     from archlab.campaign import Campaign
 
     ws = _config(config, workspace=workspace).workspace
-    overrides = _overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours)
+    overrides = _overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours, model=model,
+                           api_base=api_base)
     campaign = _guard(lambda: Campaign.open(ws, campaign_id, overrides))
     _drive(campaign, quiet)
 
@@ -108,15 +118,19 @@ def _guard(fn: Any) -> Any:
 def _drive(campaign: Any, quiet: bool) -> None:
     from archlab.progress import live_progress
 
+    _header(campaign)
     try:
         with live_progress(console, enabled=not quiet and console.is_terminal) as update:
             summary = _guard(lambda: campaign.run(on_progress=update))
     except KeyboardInterrupt:
         console.print(f"\ninterrupted; continue with: archlab resume {campaign.folder.id}")
         os._exit(130)  # sandbox jobs die with us (PDEATHSIG); checkpoints are already durable
-    console.print(f"stopped: {summary.stop_reason}")
+    console.print(f"{'paused' if summary.paused else 'stopped'}: {summary.stop_reason}", markup=False,
+                  highlight=False, soft_wrap=True)
     _print_board(campaign.folder.id, campaign.ledger, campaign.ctx.task)
     console.print(f"details: archlab show {campaign.folder.id}")
+    if summary.paused:  # 75 (EX_TEMPFAIL): try again later; 1: a setting must be fixed first
+        raise typer.Exit(75 if summary.paused == "unreachable" else 1)
 
 
 def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:

@@ -31,12 +31,35 @@ class TaskConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class MaxTokens(_Section):
+    """[llm.max_tokens]: the longest answer each step may write (reasoning room is added on top)."""
+
+    research: int = Field(1024, ge=16)
+    code: int = Field(4096, ge=16)
+    analyse: int = Field(600, ge=16)
+    judge: int = Field(400, ge=16)
+    chat: int = Field(1024, ge=16)
+
+
 class LLMConfig(_Section):
     model: str | None = None  # any litellm model string; None = offline strategies
     temperature: float = Field(0.7, ge=0, le=2)
-    max_attempts: int = Field(3, ge=1, le=10)  # structured-output retries with feedback
-    api_base: str | None = None
+    code_temperature: float | None = Field(0.2, ge=0, le=2)  # the coder's; None: `temperature` (code wants it low)
+    max_attempts: int = Field(3, ge=1, le=10)  # answer retries with feedback (what was wrong)
+    api_base: str | None = None  # an OpenAI-compatible server: vLLM, Ollama, llama.cpp, LM Studio
     timeout_s: float = Field(120.0, gt=0)
+    # auto: the pydantic schema as response_format where the model or server constrains decoding
+    # to it, else "prompt" (the schema in the prompt only); a server that refuses is downgraded.
+    structured: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = "auto"
+    edit: Literal["auto", "full", "diff"] = "auto"  # coder: whole modules, SEARCH/REPLACE edits, or its choice
+    tools: Literal["auto", "native", "json"] = "auto"  # chat: native tool calls, or JSON actions under the schema
+    max_tokens: MaxTokens = Field(default_factory=MaxTokens)
+    reasoning_tokens: int | None = Field(None, ge=0)  # extra answer room; None: 4096 for reasoning models, else 0
+    context_tokens: int | None = Field(None, ge=512)  # the input window; None: litellm's model info, else 8192
+    retries: int = Field(5, ge=0, le=50)          # transient failures (429, 5xx, timeouts) retried per call
+    backoff_s: float = Field(1.0, ge=0)           # first wait, doubling, with jitter (Retry-After wins)
+    backoff_max_s: float = Field(60.0, ge=0)
+    retry_after_max_s: float = Field(300.0, ge=0)  # a provider asking for a longer wait pauses the campaign
 
     @field_validator("model")
     @classmethod

@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 
@@ -55,7 +56,16 @@ def checks(config: Any) -> list[tuple[bool, str, str]]:
         v = _version(mod)
         rows.append((v is not None, mod, v or "missing"))
     model = config.llm.model
-    rows.append((model is not None, "model", model or "none: offline strategies (set [llm] model or --model)"))
+    if model:
+        from archlab.llm import LLMClient
+
+        try:
+            line = LLMClient.from_config(config.llm, Path(os.devnull)).describe()
+        except Exception as exc:  # noqa: BLE001 - a bad script path, say
+            line = f"{model}: {exc}"
+        rows.append((True, "model", line))
+    else:
+        rows.append((False, "model", "none: offline strategies (set [llm] model or --model)"))
     from archlab.memory.embeddings import describe_embeddings
 
     text = describe_embeddings(config)

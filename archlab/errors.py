@@ -10,8 +10,28 @@ class ConfigError(ArchlabError):
 
 
 class LLMError(ArchlabError):
-    """A model call failed after its retries, or its answer never validated."""
+    """The model's answers never validated (or a call failed for a reason the model
+    could see): the step gives up and the experiment records why."""
 
 
 class BudgetExceeded(ArchlabError):
     """A hard budget stop was reached."""
+
+
+class ModelUnavailable(ArchlabError):
+    """The model cannot be used right now, through nobody's fault in the experiment:
+    the campaign stops, the experiment in flight stays resumable, nothing is recorded
+    as failed and nothing counts toward the budget. `resumable` tells an outage
+    (resume later as is) from a refusal the user must fix first (key, model name)."""
+
+    resumable = True
+
+
+class ModelUnreachable(ModelUnavailable):
+    """Rate limits, 5xx, timeouts or connection errors outlasted the retries."""
+
+
+class ModelRefused(ModelUnavailable):
+    """401/403/404 or an unknown model: retrying cannot help; fix the setting, then resume."""
+
+    resumable = False

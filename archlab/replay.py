@@ -75,10 +75,16 @@ class RecordedRun:
             raise LLMError(original["error"] or "recorded model call failed")
 
     def rule(self, step: str, experiment: int | None, attempt: int) -> Any:
-        from archlab.scripted import Rule
+        """The recorded answer as a scripted rule: text, finish reason, reasoning, tool calls, usage."""
+        from archlab.llm.scripted import Rule
 
         rec = self.calls[(experiment, step, attempt)]
-        return Rule(step=step, experiment=experiment, attempt=attempt, response=rec["response"], error=None)
+        calls = [{"id": c.get("id"), "name": c["name"], "arguments": c.get("arguments")}
+                 for c in rec.get("tool_calls") or []] or None
+        return Rule(step=step, experiment=experiment, attempt=attempt, response=rec["response"], error=None,
+                    finish_reason=rec.get("finish_reason") or "stop", reasoning=rec.get("reasoning"),
+                    tool_calls=calls, usage={"prompt_tokens": rec.get("prompt_tokens", 0),
+                                             "completion_tokens": rec.get("completion_tokens", 0)})
 
 
 def _message_diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
@@ -223,7 +229,7 @@ def timeline(folder: CampaignFolder) -> list[str]:
             if story:
                 lines.append(f"    {story}")
         for rec in llm:
-            verdict = "ok" if rec["valid"] else f"invalid: {(rec['error'] or '')[:80]}"
+            verdict = "ok" if rec["valid"] else f"{'failed' if rec.get('response') is None else 'invalid'}: {(rec['error'] or '')[:100]}"
             lines.append(f"    model {rec['step']} attempt {rec['attempt']}: {verdict}, "
                          f"{rec['prompt_tokens'] + rec['completion_tokens']} tokens")
         if row.failure_reason:
@@ -235,7 +241,12 @@ def timeline(folder: CampaignFolder) -> list[str]:
 
 def _story(kind: str, data: dict[str, Any]) -> str | None:
     if kind == "seen.research" or kind == "seen.population":
-        return f"researcher shown {len(data.get('value') or [])} past experiments {data.get('value')}"
+        value = data.get("value") or []
+        if isinstance(value, dict):  # a memory view: the ids of each section
+            shown = {name: len(ids) for name, ids in (value.get("sections") or {}).items() if ids}
+            return "researcher shown " + (", ".join(f"{n} {name}" for name, n in shown.items()) or "nothing")
+        refs = [v.get("id") if isinstance(v, dict) else v for v in value]
+        return f"researcher shown {len(refs)} past experiments {refs}"
     if kind == "gate.pass":
         return f"gate: new code (ast {str(data.get('ast_hash'))[:10]})"
     if kind.startswith("gate."):
@@ -243,6 +254,8 @@ def _story(kind: str, data: dict[str, Any]) -> str | None:
     if kind.endswith(".end"):
         reason = f" ({data.get('reason')[:100]})" if data.get("reason") else ""
         return f"{kind[:-4]}: {data.get('status')}{reason} in {data.get('wall_s', 0):.2f} s"
+    if kind == "campaign.paused":
+        return f"campaign paused ({data.get('kind')}): {str(data.get('reason'))[:200]}"
     if kind.endswith(".reused_after_restart"):
         return f"{kind.split('.')[0]}: result kept across a restart"
     return None

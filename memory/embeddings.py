@@ -27,6 +27,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol, Sequence
+from archlab.pyparse import parse as parse_python
 
 DEFAULT = "minilm"
 HASH_DIM = 384
@@ -232,7 +233,7 @@ def code_summary(code: str) -> str:
     import ast
 
     try:
-        tree = ast.parse(code)
+        tree = parse_python(code)
     except (SyntaxError, ValueError):
         return f"{len(code.splitlines())} lines (does not parse)"
     doc = (ast.get_docstring(tree) or "").strip().splitlines()

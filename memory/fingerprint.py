@@ -21,6 +21,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from archlab.pyparse import parse as parse_python
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,7 @@ def canonical_tokens(code: str) -> tuple[str, ...]:
     try:
         with warnings.catch_warnings():  # e.g. invalid escape sequences: not ours to report
             warnings.simplefilter("ignore")
-            tree = ast.parse(code)
+            tree = parse_python(code)
     except SyntaxError as exc:
         raise ValueError(f"code does not parse: {exc.msg} (line {exc.lineno})") from exc
     except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting

@@ -371,7 +371,7 @@ def _record(kind: str, e: Any, info: dict[str, Any]) -> tuple[str, str, dict[str
     if kind == "code":
         code = _read_code(e)
         return (uid, code, base) if code else None
-    if kind == "insights":
-        text = lesson(e.analysis) if e.status == "done" else None
+    if kind == "insights":  # a lesson is the analyst's, on a proposal: baselines' analyses are arithmetic
+        text = lesson(e.analysis) if e.status == "done" and e.origin == "campaign" else None
         return (uid, text, base) if text else None
     return None

@@ -107,7 +107,7 @@ def test_scripted_analyst_answers_through_its_tools(ws, tmp_path):
     log = [json.loads(line) for line in (ws / cid / "llm.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == ["chat:0:0", "chat:0:1", "chat:0:2", "chat:1:0", "chat:1:1"]
     assert all(r["valid"] and r["experiment"] is None and "compare" in r["request"]["tools"] for r in log)
-    assert json.loads(log[0]["response"])["tool_calls"][0]["name"] == "leaderboard"
+    assert log[0]["tool_calls"][0]["name"] == "leaderboard" and log[0]["finish_reason"] == "tool_calls"
     turn2 = [m["content"] for m in log[3]["request"]["messages"] if m["role"] == "user"]
     assert len(turn2) == 2 and turn2[0].startswith("Which candidate")  # the history went to the model
     tool_msgs = [m for m in log[2]["request"]["messages"] if m["role"] == "tool"]
@@ -174,6 +174,11 @@ def test_workspace_chat_spans_campaigns_and_reports_bad_calls(ws):
     assert call_tool(lab, "lineage", {"id": 4, "campaign": "copy"})["experiment"]["campaign"] == "nb201-copy"
     assert "bad arguments" in call_tool(lab, "compare", {"a": "x", "b": 2, "campaign": cid})["error"]
     assert "unknown tool" in call_tool(lab, "rm_rf", {})["error"]
+    campaign_only = call_tool(lab, "leaderboard", {"origin": "campaign", "campaign": cid})["boards"][0]
+    leader = lab.views[cid].ranked()[0]
+    if leader.origin != "campaign":  # what leads overall is named when the filter leaves it out
+        assert campaign_only["best_of_all_origins"]["id"] == leader.id
+    assert all(r["origin"] == "campaign" for r in campaign_only["rows"])
     missing = call_tool(lab, "leaderboard", {"metric": "bleu", "campaign": cid})["boards"][0]
     assert "no metric" in missing["error"] and "test_acc" in missing["metrics"]
     found = call_tool(lab, "search_memory", {"query": "nor_conv_3x3 convolution", "campaign": cid})
@@ -205,3 +210,111 @@ def test_cli_one_shot_retrieval_and_report(ws):
     assert (ws / cid / "report" / "report.html").exists() and (ws / cid / "report" / "lineage.png").exists()
     res = runner.invoke(app, ["chat", "nope", "-q", "hi", "-w", str(ws)])
     assert res.exit_code == 2 and "no campaign 'nope'" in res.output
+
+
+# --- what real models send: malformed calls, calls written as text, rate limits, no native tools ---
+
+def chat_script(tmp_path: Path, rules: list[dict]) -> str:
+    script = tmp_path / "chat.json"
+    script.write_text(json.dumps({"rules": rules}))
+    return f"scripted/{script}"
+
+
+def test_malformed_tool_calls_go_back_to_the_model_as_errors(ws, tmp_path):
+    ws, cid = ws
+    model = chat_script(tmp_path, [
+        {"step": "chat:0:0", "response": "", "tool_calls": [
+            {"name": "leaderboard", "arguments": "[1, 2]"},            # a list, not an object
+            {"name": "leaderboard", "arguments": '{"limit": 3,'},      # not JSON
+            {"name": "drop_table", "arguments": {}}]},                 # no such tool
+        {"step": "chat:0:1", "response": "Sorry: the leaderboard, properly this time.", "tool_calls": [
+            {"name": "leaderboard", "arguments": {"limit": 2}}]},
+        {"step": "chat:0:2", "response": "The best is at the top."}])
+    answer = Analyst(Lab(ws, cid), model).ask("Which experiment is best?")
+    errors = [c["result"]["error"] for c in answer.tool_calls[:3]]
+    assert "must be a JSON object" in errors[0] and "not JSON" in errors[1] and "unknown tool 'drop_table'" in errors[2]
+    assert answer.tool_calls[3]["result"]["boards"][0]["rows"] and answer.text == "The best is at the top."
+    log = [json.loads(line) for line in (ws / cid / "llm.jsonl").read_text().splitlines()]
+    sent = [m for m in log[1]["request"]["messages"] if m["role"] == "tool"]
+    assert len(sent) == 3 and "must be a JSON object" in sent[0]["content"]
+
+
+def test_cli_prints_list_arguments_instead_of_crashing(ws, tmp_path):
+    from typer.testing import CliRunner
+
+    ws, cid = ws
+    model = chat_script(tmp_path, [
+        {"step": "chat:0:0", "response": "", "tool_calls": [{"name": "leaderboard", "arguments": "[1, 2]"}]},
+        {"step": "chat:0:1", "response": "done"}])
+    app = cli_app()
+    res = CliRunner().invoke(app, ["chat", cid, "-q", "best?", "-w", str(ws), "--model", model],
+                             env={"ARCHLAB_MEMORY_ENABLED": "false"})
+    assert res.exit_code == 0, res.output
+    assert "→ leaderboard([1, 2])" in res.stderr and res.stdout.strip() == "done"
+
+
+@pytest.mark.parametrize("written", [
+    '<tool_call>\n{"name": "leaderboard", "arguments": {"limit": 2}}\n</tool_call>',
+    '{"name": "leaderboard", "arguments": {"limit": 2}}',
+    '```json\n{"function": {"name": "leaderboard", "arguments": {"limit": 2}}}\n```',
+])
+def test_a_tool_call_written_as_text_is_run_never_shown(ws, tmp_path, written):
+    ws, cid = ws
+    model = chat_script(tmp_path, [{"step": "chat:0:0", "response": written},
+                                   {"step": "chat:0:1", "response": "Here is the top 2."}])
+    answer = Analyst(Lab(ws, cid), model).ask("top 2?")
+    assert [c["name"] for c in answer.tool_calls] == ["leaderboard"]
+    assert len(answer.tool_calls[0]["result"]["boards"][0]["rows"]) == 2
+    assert answer.text == "Here is the top 2." and "tool_call" not in answer.text
+
+
+def test_an_unknown_tool_written_as_text_is_refused_not_answered(ws, tmp_path):
+    ws, cid = ws
+    model = chat_script(tmp_path, [{"step": "chat:0:0", "response": '{"name": "shell", "arguments": {"cmd": "ls"}}'},
+                                   {"step": "chat:0:1", "response": "I cannot run shell commands."}])
+    answer = Analyst(Lab(ws, cid), model).ask("list files")
+    assert "unknown tool 'shell'" in answer.tool_calls[0]["result"]["error"]
+    assert answer.text == "I cannot run shell commands."
+
+
+def cli_app():
+    import typer
+
+    from archlab import chat_cli
+
+    app = typer.Typer()
+    app.command()(chat_cli.chat)
+    app.command()(chat_cli.report)
+    return app
+
+
+def test_an_interactive_session_survives_a_rate_limit(ws, tmp_path):
+    from typer.testing import CliRunner
+
+    ws, cid = ws
+    model = chat_script(tmp_path, [{"step": "chat:0:0", "status": 429, "error": "rate limited"},
+                                   {"step": "chat:1:0", "response": "Still here: #2 is best."}])
+    res = CliRunner().invoke(cli_app(), ["chat", cid, "-w", str(ws), "--model", model],
+                             input="which is best?\nand now?\nexit\n",
+                             env={"ARCHLAB_MEMORY_ENABLED": "false", "ARCHLAB_LLM_RETRIES": "1",
+                                  "ARCHLAB_LLM_BACKOFF_S": "0"})
+    assert res.exit_code == 0, res.output
+    assert "unreachable" in res.stderr and "ask again" in res.stderr
+    assert "Still here: #2 is best." in res.stdout
+
+
+def test_a_model_without_native_tools_uses_json_actions(ws, tmp_path):
+    from archlab.config import LLMConfig
+
+    ws, cid = ws
+    best = ranked(ws, cid)[0]
+    model = chat_script(tmp_path, [
+        {"step": "chat:0:0", "response": {"action": "leaderboard", "arguments": {"limit": 1}, "answer": ""}},
+        {"step": "chat:0:1", "response": {"action": "answer", "arguments": {}, "answer": f"#{best.id} is best."}}])
+    analyst = Analyst(Lab(ws, cid), model, settings=LLMConfig(tools="json"))
+    answer = analyst.ask("Which experiment is best?")
+    assert answer.tool_calls[0]["result"]["boards"][0]["rows"][0]["id"] == best.id
+    assert answer.text == f"#{best.id} is best."
+    log = [json.loads(line) for line in (ws / cid / "llm.jsonl").read_text().splitlines()]
+    assert "tools" not in log[0]["request"] and "ONE JSON object" in log[0]["request"]["messages"][0]["content"]
+    assert log[1]["request"]["messages"][-1]["content"].startswith("Result of leaderboard:")

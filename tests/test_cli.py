@@ -60,6 +60,19 @@ def test_doctor_and_tasks(cli_env):
     assert "nb201" in run(["tasks"], cli_env).stdout
 
 
+def test_doctor_says_how_the_model_is_spoken_to(cli_env):
+    hosted = run(["doctor"], {**cli_env, "ARCHLAB_LLM_MODEL": "openai/gpt-4.1"}).stdout
+    assert "openai/gpt-4.1; structured output: json_schema" in " ".join(hosted.split())
+    local = run(["doctor"], {**cli_env, "ARCHLAB_LLM_MODEL": "openai/qwen", "ARCHLAB_LLM_API_BASE":
+                             "http://127.0.0.1:8000/v1", "ARCHLAB_LLM_CONTEXT_TOKENS": "16384"}).stdout
+    local = " ".join(local.split())
+    assert "structured output: json_schema (falls back" in local and "input window 16,384 tokens" in local
+    assert "chat tools: JSON actions" in local
+    forced = run(["doctor"], {**cli_env, "ARCHLAB_LLM_MODEL": "anthropic/claude-sonnet-4-5",
+                              "ARCHLAB_LLM_STRUCTURED": "prompt"}).stdout
+    assert "structured output: prompt" in " ".join(forced.split())
+
+
 def test_lm_probes_reject_leaky_and_batch_mixing_mixers_without_training(tmp_path, cli_env):
     from test_lm import BATCH_MIXING, LEAKY
 

@@ -16,7 +16,13 @@ import pytest
 from archlab.campaign import Campaign
 from archlab.config import load_config
 from archlab.memory.fingerprint import ast_hash, text_hash
-from test_llm_campaign import CELL_A, CELL_B, CELL_C, code, proposal
+from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
+from test_llm_campaign import proposal as proposal_with_genome
+
+
+def proposal(name: str, parent: int | None = None) -> str:
+    """Ideas in words only: a genome is exact, and the embedding layers apply to free-form proposals."""
+    return proposal_with_genome(name, parent, genome=False)
 
 LOOP = """import torch
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from archlab.errors import ConfigError, LLMError
-from archlab.llm import LLMClient, Usage, extract_json_object, validate_model_string
+from archlab.errors import ConfigError, LLMError, ModelUnreachable
+from archlab.llm import LLMClient, Usage, validate_model_string
+from archlab.llm.answers import read_object
+from archlab.llm.scripted import ScriptedModel
+from archlab.llm.transport import RetryPolicy
 from archlab.prompts import TEMPLATE_DIR, render, template_source_hash
-from archlab.scripted import ScriptedModel
 
 
 class Proposal(BaseModel):
@@ -67,7 +69,8 @@ def test_fenced_json_in_prose_is_accepted_and_logged(tmp_path):
                         "cost_usd", "latency_s"}
     assert (rec["experiment"], rec["step"], rec["attempt"], rec["valid"]) == (7, "research", 0, True)
     assert rec["model"] == llm.model and rec["response"] == answer and rec["error"] is None
-    assert rec["request"] == {"messages": ASK, "temperature": 0.7}
+    assert rec["request"]["messages"] == ASK and rec["request"]["temperature"] == 0.7
+    assert rec["request"]["mode"] == "prompt" and rec["finish_reason"] == "stop"
     assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0  # litellm's mock fills usage
     assert rec["cost_usd"] == 0.0 and rec["latency_s"] >= 0
     assert [(u.prompt_tokens, u.completion_tokens) for u in usages] == [
@@ -79,7 +82,8 @@ def test_fenced_json_in_prose_is_accepted_and_logged(tmp_path):
     ({"name": "x"}, Proposal, None, "field 'motivation': Field required"),
     ("", Proposal, None, "the answer was empty"),
     ('{"code": "class Mixer(:\\n  pass"}', Code, code_parses, "the code does not parse"),
-    ('{"name": "x", "motivation": "y",}', Proposal, None, "JSON object in the answer is invalid"),
+    ('{"name": "x", "motivation": "y"', Proposal, None, "never closed"),
+    ('{"name": "x", "motivation": 3}', Proposal, None, "field 'motivation': Input should be a valid string (got 3)"),
 ])
 def test_bad_answer_gets_feedback_then_succeeds(tmp_path, bad, schema, check, expect):
     good = GOOD if schema is Proposal else {"code": "class Mixer:\n    pass\n"}
@@ -100,6 +104,7 @@ def test_bad_answer_gets_feedback_then_succeeds(tmp_path, bad, schema, check, ex
     feedback = sent[-1]["content"]
     assert expect in feedback and "only a JSON object" in feedback
     assert '"required":[' in feedback and all(f'"{f}"' in feedback for f in schema.model_fields)
+    assert len(sent) <= 4, "a retry carries only the last bad answer"
 
 
 def test_all_attempts_bad_raises_readable_error_and_logs_each(tmp_path):
@@ -130,10 +135,10 @@ def test_secret_from_env_never_reaches_the_log(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-456")
     llm = client(tmp_path, [{"step": "research", "response": GOOD}])
     llm.structured(ASK, Proposal, step="research", experiment=1)
-    # a real provider call that fails in transport (nothing listens on port 9)
+    # a real provider call that fails in transport (nothing listens on port 9 of loopback)
     real = LLMClient("openai/gpt-4.1", tmp_path / "run" / "llm.jsonl", api_base="http://127.0.0.1:9",
-                     num_retries=0, timeout_s=5)
-    with pytest.raises(LLMError) as e:
+                     policy=RetryPolicy(retries=0), timeout_s=5)
+    with pytest.raises(ModelUnreachable) as e:
         real.text(ASK, step="analyse", experiment=1)
     assert "secret" not in str(e.value)
     text = (tmp_path / "run" / "llm.jsonl").read_text()
@@ -141,21 +146,20 @@ def test_secret_from_env_never_reaches_the_log(tmp_path, monkeypatch):
     assert len(text.splitlines()) == 2
 
 
-def test_transport_failure_is_llm_error_and_quiet(tmp_path, monkeypatch, capsys):
+def test_transport_failure_is_named_and_quiet(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-a-real-key-000")
     real = LLMClient("openai/gpt-4.1", tmp_path / "run" / "llm.jsonl", api_base="http://127.0.0.1:9",
-                     num_retries=0, timeout_s=5)
-    with pytest.raises(LLMError) as e:
+                     policy=RetryPolicy(retries=0), timeout_s=5)
+    with pytest.raises(ModelUnreachable) as e:
         real.structured(ASK, Proposal, step="research", experiment=2)
-    assert "research (experiment 2)" in str(e.value) and "openai/gpt-4.1" in str(e.value)
-    assert "Error" in str(e.value)  # the exception type is named
-    # litellm's mock exception path, via a scripted error rule
-    llm = client(tmp_path, [{"step": "research", "error": "boom"}])
-    with pytest.raises(LLMError, match="boom"):
+    assert "openai/gpt-4.1 is unreachable" in str(e.value) and "Connection" in str(e.value)
+    # litellm's mock exception path, via a scripted error rule (a 500)
+    llm = client(tmp_path, [{"step": "research", "error": "boom"}], policy=RetryPolicy(retries=0))
+    with pytest.raises(ModelUnreachable, match="boom"):
         llm.structured(ASK, Proposal, step="research", experiment=3)
     recs = log(tmp_path)
     assert [r["valid"] for r in recs] == [False, False]
-    assert recs[0]["response"] is None and "Error" in recs[0]["error"]
+    assert recs[0]["response"] is None and "Connection" in recs[0]["error"]
     assert "boom" in recs[1]["error"]
     out = capsys.readouterr()
     assert "Provider List" not in out.out + out.err and "Give Feedback" not in out.out + out.err
@@ -189,9 +193,9 @@ def test_parallel_experiments_log_whole_lines(tmp_path):
 
 
 def test_cost_comes_from_litellm_price_map():
-    from archlab.llm import _import_litellm
+    from archlab.llm import import_litellm
 
-    litellm = _import_litellm()
+    litellm = import_litellm()
     priced = litellm.completion(model="openai/gpt-4.1", messages=ASK, mock_response="hi")
     unpriced = litellm.completion(model="openai/scripted", messages=ASK, mock_response="hi")
     assert LLMClient._cost(litellm, priced) > 0
@@ -272,9 +276,8 @@ def test_feedback_template_and_hash():
     assert template_source_hash("feedback.j2") == expected
 
 
-def test_extract_json_object_forms():
-    assert extract_json_object('{"a": 1}') == {"a": 1}
-    assert extract_json_object('Sure: {"a": {"b": "}"}} done') == {"a": {"b": "}"}}
-    assert extract_json_object('```\n{"a": 2}\n```') == {"a": 2}
-    with pytest.raises(ValueError, match="invalid"):
-        extract_json_object('{"a": 1,')
+def test_read_object_forms():
+    assert read_object('{"name": "a", "motivation": "b"}', Proposal)[0] == Proposal(name="a", motivation="b")
+    assert read_object('Sure: {"name": "}", "motivation": "{"} done', Proposal)[0].name == "}"
+    assert read_object('```\n{"name": "a", "motivation": "b"}\n```', Proposal)[0].name == "a"
+    assert "never closed" in read_object('{"name": "a",', Proposal)[1][0]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from archlab.campaign import Campaign
 from archlab.config import load_config
 
@@ -26,9 +28,12 @@ CELL_C = CELL_A.replace("ops.skip_connect(x0)", "ops.avg_pool_3x3(x0)")
 BROKEN = CELL_A.replace("ops.nor_conv_3x3(x1)\n    return", "ops.conv_5x5(x1)\n    return")
 
 
-def proposal(name: str, parent: int | None = None) -> str:
+def proposal(name: str, parent: int | None = None, genome: bool = True) -> str:
+    """A researcher's answer as models write it: a fenced JSON object amid prose, with
+    nb201's design as data (the genome its schema asks for) unless `genome` is False."""
     body = json.dumps({"name": name, "motivation": f"{name}: deeper convolution paths help",
-                       "design": f"{name}: a cell with more 3x3 convolutions", "parent_id": parent})
+                       "design": f"{name}: a cell with more 3x3 convolutions", "parent_id": parent,
+                       **({"genome": {"edges": ["nor_conv_3x3"] * 6}} if genome else {})})
     return f"Here is my proposal.\n```json\n{body}\n```\nLet me know."
 
 
@@ -103,3 +108,95 @@ def test_scripted_llm_campaign_runs_the_whole_graph(tmp_path: Path, nb201_table:
     bad_code = [c for c in calls if c["experiment"] == 4 and c["step"] == "code:0"]
     assert "cell" in bad_code[2]["request"]["messages"][-1]["content"]
     assert summary.spend["tokens"] > 0 and summary.spend["llm_calls"] == len(calls)
+
+
+# --- a provider that misbehaves: nothing is recorded as failed for a reason the model could not see ---
+
+def scripted_config(tmp_path: Path, table: Path, rules: list[dict], **over) -> tuple[Path, dict]:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"rules": rules}))
+    cfg = {"workspace": str(tmp_path / "runs"), "task": {"name": "nb201", "table": str(table)},
+           "llm": {"model": f"scripted/{script}", "retries": 2, "backoff_s": 0.0}, "budget": {"experiments": 2},
+           "search": {"baselines": False}}
+    for section, values in over.items():
+        cfg.setdefault(section, {}).update(values)
+    return script, cfg
+
+
+GOOD_RULES = [
+    {"step": "research:0", "experiment": 1, "response": proposal("a")},
+    {"step": "code:0", "experiment": 1, "response": code(CELL_A)},
+    {"step": "research:0", "experiment": 2, "response": proposal("b", 1)},
+    {"step": "code:0", "experiment": 2, "response": code(CELL_B)},
+    {"step": "analyse:0", "response": "fine"},
+]
+
+
+def test_an_outage_pauses_the_campaign_and_resume_continues_it(tmp_path: Path, nb201_table: Path):
+    """Every research call rate-limited: before, 10 of 10 experiments failed in 17 s and the
+    campaign ended 'budget reached'; now it pauses with the experiment resumable."""
+    script, over = scripted_config(tmp_path, nb201_table, [{"step": "research:0", "status": 429, "error": "slow down"}],
+                                   budget={"experiments": 10})
+    campaign = Campaign.create(load_config(None, env={}, overrides=over))
+    summary = campaign.run()
+    assert summary.paused == "unreachable" and "model unreachable" in summary.stop_reason
+    assert f"archlab resume {campaign.folder.id}" in summary.stop_reason
+    rows = campaign.ledger.experiments()
+    assert [(e.id, e.status) for e in rows] == [(1, "running")], "nothing failed, nothing else started"
+    assert summary.counts.get("campaign.failed", 0) == 0 and campaign.ledger.spend()["tokens"] == 0
+    assert campaign.ledger.events(1, "campaign.paused")
+    calls = [json.loads(line) for line in campaign.folder.llm_log.read_text().splitlines()]
+    assert len(calls) == 3 and all(c["response"] is None for c in calls)  # 1 try + 2 retries, then the pause
+
+    script.write_text(json.dumps({"rules": GOOD_RULES}))  # the provider is back
+    resumed = Campaign.open(tmp_path / "runs", campaign.folder.id, {"budget": {"experiments": 2}})
+    summary = resumed.run()
+    assert summary.paused is None and summary.stop_reason.startswith("experiment budget reached")
+    assert [(e.id, e.status) for e in resumed.ledger.experiments()] == [(1, "done"), (2, "done")]
+
+
+def test_a_refused_key_stops_at_once_with_what_to_fix(tmp_path: Path, nb201_table: Path, cli_env):
+    import subprocess
+
+    from conftest import ARCHLAB
+
+    script, over = scripted_config(tmp_path, nb201_table, [{"step": "research:0", "status": 401,
+                                                            "error": "Incorrect API key provided"}])
+    (tmp_path / "archlab.toml").write_text(
+        f'workspace = "{tmp_path / "runs"}"\n[task]\nname = "nb201"\ntable = "{nb201_table}"\n'
+        f'[llm]\nmodel = "scripted/{script}"\nretries = 5\n[search]\nbaselines = false\n')
+    res = subprocess.run([*ARCHLAB, "run", "-c", str(tmp_path / "archlab.toml"), "-q", "--budget", "3"],
+                         capture_output=True, text=True, env=cli_env, timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    err = " ".join(res.stderr.split())
+    assert "model refused" in err and "API key" in err and "archlab resume" in err
+    calls = [json.loads(line) for f in (tmp_path / "runs").glob("*/llm.jsonl") for line in f.read_text().splitlines()]
+    assert len(calls) == 1, "a 401 is never retried"
+
+
+def test_usd_budget_overshoots_by_at_most_one_call(tmp_path: Path, nb201_table: Path):
+    """$0.018 a call (5,000 + 1,000 tokens at gpt-4.1's price); the researcher's answers never
+    validate. Before, --usd 0.025 spent three attempts ($0.054) before the budget was looked at."""
+    priced = {"usage": {"prompt_tokens": 5000, "completion_tokens": 1000}, "priced_as": "gpt-4.1"}
+    script, over = scripted_config(tmp_path, nb201_table, [{"step": "research:0", "response": "no idea", **priced}],
+                                   budget={"usd": 0.025})
+    campaign = Campaign.create(load_config(None, env={}, overrides=over))
+    summary = campaign.run()
+    spend = campaign.ledger.spend()
+    assert summary.stop_reason.startswith("USD budget reached")
+    assert spend["llm_calls"] == 2 and spend["usd"] == pytest.approx(0.036)  # the one call past $0.025, no more
+    assert campaign.ledger.get(1).status == "running", "the experiment is left to resume with a larger budget"
+
+
+def test_the_analyst_lesson_never_holds_reasoning(tmp_path: Path, nb201_table: Path):
+    rules = [r for r in GOOD_RULES if r["step"] != "analyse:0"] + [
+        {"step": "analyse:0", "response": "<think>\nLesson: scratchpad guess\n</think>\nDeeper paths helped.\n"
+                                          "Lesson: keep 3x3 convolutions on x1.", "reasoning": "more thoughts"}]
+    _, over = scripted_config(tmp_path, nb201_table, rules)
+    campaign = Campaign.create(load_config(None, env={}, overrides=over))
+    campaign.run()
+    from archlab.memory.vector import lesson
+
+    analysis = campaign.ledger.get(1).analysis
+    assert "scratchpad" not in analysis and "think" not in analysis
+    assert lesson(analysis) == "keep 3x3 convolutions on x1."

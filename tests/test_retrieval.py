@@ -8,14 +8,16 @@ import json
 from pathlib import Path
 
 from archlab.agents.researcher import research_view
-from archlab.agents.state import Proposal
+from archlab.agents.state import proposal_schema
 from archlab.campaign import Campaign
 from archlab.config import load_config
 from archlab.memory import retrieval
 from archlab.memory.retrieval import mmr
 from archlab.memory.vector import Item
 from archlab.prompts import render
-from test_llm_campaign import CELL_A, CELL_B, CELL_C, code, proposal
+from archlab.llm.schemas import for_prompt
+from test_gate_cascade import proposal  # ideas in words: the memory's novelty layers apply to them
+from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
 
 
 def test_mmr_prefers_a_diverse_set_deterministically():
@@ -68,7 +70,7 @@ def test_second_campaign_retrieves_the_first_into_its_prompts(tmp_path, nb201_ta
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | retrieval.sections(seen)
     rebuilt = render("researcher.j2", task=second.ctx.task, metric="val_acc", direction="higher", **shown,
-                     rejections=[], schema=Proposal.model_json_schema())
+                     rejections=[], schema=for_prompt(proposal_schema(second.ctx.task)))
     assert rebuilt == prompt
 
     # the analyst: parent, siblings ranked by score, nearest neighbours across the workspace

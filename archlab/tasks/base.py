@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from archlab.pyparse import parse as parse_python
 from archlab.errors import ConfigError
 from archlab.sandbox.base import Job, Limits
 
@@ -56,6 +57,8 @@ class TaskPack(ABC):
     report_metric: str = "score"    # what is reported for the selected best (e.g. test accuracy)
     required_symbol: str = "model"  # top-level name a candidate must define
     interface: str = ""             # the contract in words, for prompts and errors
+    design_hint: str = ""           # what a proposal's design should spell out, for the researcher
+    design_schema: Any = None       # a pydantic model of the design as data (the genome), when the task has one
     default_limits: Limits = Limits()  # the sandbox config overrides what it sets
     default_budget: int = 12           # experiments when the config sets none
     uses_gpu: bool = False             # whether its jobs want a GPU (e.g. the lm task above the tiny preset)
@@ -80,18 +83,25 @@ class TaskPack(ABC):
     @abstractmethod
     def space(self) -> DesignSpace: ...
 
+    def design_text(self, genome: dict[str, Any]) -> str:
+        """A genome in words for the coder's prompt."""
+        import json
+
+        return json.dumps(genome, sort_keys=True)
+
     # -- checks and jobs --------------------------------------------------
     def static_errors(self, code: str) -> list[str]:
         """Cheap checks before anything runs: parses, defines the symbol, imports."""
         try:
-            tree = ast.parse(code)
+            tree = parse_python(code)
         except SyntaxError as exc:
-            return [f"the code does not parse: {exc.msg} (line {exc.lineno})"]
+            line = (exc.text or "").strip()
+            return [f"the code does not parse: {exc.msg} (line {exc.lineno}{f': {line[:120]!r}' if line else ''})"]
         errors: list[str] = []
         defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))}
         defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
         if self.required_symbol not in defined:
-            errors.append(f"the module must define `{self.required_symbol}` at top level ({self.interface.splitlines()[0] if self.interface else ''})".rstrip(" ()"))
+            errors.append(self._where_is_symbol(tree))
         for node in ast.walk(tree):
             names: list[str] = []
             if isinstance(node, ast.Import):
@@ -102,6 +112,20 @@ class TaskPack(ABC):
                 if mod.split(".")[0] in self.forbidden_imports:
                     errors.append(f"import of `{mod}` is not allowed in a candidate")
         return errors
+
+    def _where_is_symbol(self, tree: ast.Module) -> str:
+        """Why the required name is missing, said so a model can fix it."""
+        want = self.required_symbol
+        first = self.interface.splitlines()[0] if self.interface else ""
+        for top in tree.body:
+            if not isinstance(top, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(top):
+                if inner is not top and getattr(inner, "name", None) == want:
+                    kind = "class" if isinstance(top, ast.ClassDef) else "function"
+                    return (f"`{want}` is defined inside {kind} `{top.name}` (line {inner.lineno}); define it at the "
+                            f"top level of the module, with nothing around it ({first})").replace(" ()", "")
+        return f"the module must define `{want}` at top level ({first})".replace(" ()", "")
 
     @abstractmethod
     def check_job(self, code: str, workdir: Path, seed: int, limits: Limits) -> Job:

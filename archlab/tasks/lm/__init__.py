@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from archlab.pyparse import parse as parse_python
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Job, Limits
 from archlab.tasks.base import Candidate, DesignSpace, TaskOptionError, TaskPack
 from archlab.tasks.lm.presets import resolve
@@ -42,6 +43,8 @@ class LMTask(TaskPack):
     report_metric = "val_bpb"
     required_symbol = "TokenMixer"
     interface = INTERFACE
+    design_hint = ("say how the mixer computes its output from the past tokens: the state or attention it keeps, "
+                   "its update rule, feature map, gating and normalisation")
     forbidden_imports = TaskPack.forbidden_imports + (
         "sys", "importlib", "pathlib", "io", "pickle", "glob", "tempfile", "inspect", "gc", "builtins",
         "threading", "signal", "mmap", "marshal", "runpy", "code", "pty")
@@ -76,7 +79,7 @@ class LMTask(TaskPack):
         out = []
         for name in BASELINES:
             code = (HERE / "baselines" / f"{name}.py").read_text()
-            motivation = (ast.get_docstring(ast.parse(code)) or name).replace("\n", " ")
+            motivation = (ast.get_docstring(parse_python(code)) or name).replace("\n", " ")
             out.append(Candidate(name=name, code=code, motivation=motivation))
         return out
 
@@ -90,7 +93,7 @@ class LMTask(TaskPack):
     def static_errors(self, code: str) -> list[str]:
         errors = super().static_errors(code)
         try:
-            tree = ast.parse(code)
+            tree = parse_python(code)
         except SyntaxError:
             return errors
         top = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}

@@ -20,7 +20,9 @@ import random
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Job, Limits
 from archlab.tasks.base import Candidate, DesignSpace, TaskOptionError, TaskPack
@@ -92,6 +94,14 @@ class NB201Space(DesignSpace):
         return short_name(genome)
 
 
+class CellDesign(BaseModel):
+    """The cell as data: the op on each edge."""
+
+    edges: list[Literal[OPS]] = Field(  # type: ignore[valid-type]
+        min_length=len(EDGES), max_length=len(EDGES),
+        description="the op on each edge, in the order x0->x1, x0->x2, x1->x2, x0->x3, x1->x3, x2->x3")
+
+
 class NB201Task(TaskPack):
     name = "nb201"
     summary = "NAS-Bench-201 cell as code; evaluation is a lookup in a table you supply"
@@ -101,6 +111,9 @@ class NB201Task(TaskPack):
     required_symbol = "cell"
     default_budget = 100  # a lookup costs milliseconds
     interface = INTERFACE
+    design_hint = ("name the op on each of the six edges, in the order x0->x1, x0->x2, x1->x2, x0->x3, x1->x3, "
+                   "x2->x3 (e.g. nor_conv_3x3, skip_connect, nor_conv_1x1, none, avg_pool_3x3, nor_conv_3x3)")
+    design_schema = CellDesign
     default_limits = Limits(wall_time_s=30.0, memory_mb=512, cpus=1.0)
     command = [PYTHON, "-I", "-S", f"{INPUT}/harness.py", f"{INPUT}/spec.json", OUTPUT]
 
@@ -131,6 +144,32 @@ class NB201Task(TaskPack):
         self.validate()
         self.table_db = index_table(self.table, self.dataset, Path(campaign_dir))
         self.table_label = "json" if table_format(self.table) == "json" else self.dataset
+
+    def design_text(self, genome: dict[str, Any]) -> str:
+        e = list(genome.get("edges") or [])
+        if len(e) != len(EDGES):
+            return str(genome)
+        return (f"x1 = ops.{e[0]}(x0); x2 = ops.{e[1]}(x0) + ops.{e[2]}(x1); "
+                f"x3 = ops.{e[3]}(x0) + ops.{e[4]}(x1) + ops.{e[5]}(x2) (architecture {genome_to_arch(genome)})")
+
+    def static_errors(self, code: str) -> list[str]:
+        """The task's checks, plus what a cell must not do: import anything, or run code
+        at import time (the harness has no `ops` there)."""
+        errors = super().static_errors(code)
+        if errors and errors[0].startswith("the code does not parse"):
+            return errors
+        import ast
+
+        from archlab.pyparse import parse
+
+        for node in parse(code).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                errors.append(f"line {node.lineno}: a cell imports nothing (it uses only `ops` and +); "
+                              f"remove `{ast.unparse(node)}`")
+            elif isinstance(node, ast.Expr) and not isinstance(node.value, ast.Constant):
+                errors.append(f"line {node.lineno}: remove the top-level `{ast.unparse(node)[:60]}`: it runs when "
+                              "the module is imported, where `ops` does not exist; the module only defines `cell`")
+        return errors
 
     def seeds(self) -> list[Candidate]:
         out = []
