@@ -11,7 +11,7 @@
    `data/part0N.bin`; their concatenation, checked by size and sha256, is
    DIR/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf.
 Both steps are skipped when their result is already there. The tests find them
-under .models/ (or ARCHLAB_TEST_LLAMA_PYTHON and ARCHLAB_TEST_GGUF) and start the
+under .models/ (or REAL_MODEL_PYTHON and REAL_MODEL_GGUF) and start the
 server with `LlamaServer` (the benchmarks too).
 Standard library only: it runs before anything else is installed.
 """
@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def real_model_paths() -> tuple[Path, Path]:
-    """The server's Python and the model file: ARCHLAB_TEST_LLAMA_PYTHON / ARCHLAB_TEST_GGUF, else .models/."""
-    python = Path(os.environ.get("ARCHLAB_TEST_LLAMA_PYTHON") or REPO / ".models" / "llama-venv" / "bin" / "python")
-    gguf = Path(os.environ.get("ARCHLAB_TEST_GGUF") or REPO / ".models" / GGUF_NAME)
+    """The server's Python and the model file: REAL_MODEL_PYTHON / REAL_MODEL_GGUF, else .models/."""
+    python = Path(os.environ.get("REAL_MODEL_PYTHON") or REPO / ".models" / "llama-venv" / "bin" / "python")
+    gguf = Path(os.environ.get("REAL_MODEL_GGUF") or REPO / ".models" / GGUF_NAME)
     return python, gguf
 
 
@@ -152,9 +152,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     model = fetch_model(args.dir / GGUF_NAME)
     python = None if args.skip_server else build_server(args.dir / "llama-venv")
-    say(f"ARCHLAB_TEST_GGUF={model.resolve()}")
+    say(f"REAL_MODEL_GGUF={model.resolve()}")
     if python:
-        say(f"ARCHLAB_TEST_LLAMA_PYTHON={python.absolute()}")
+        say(f"REAL_MODEL_PYTHON={python.absolute()}")
 
 
 if __name__ == "__main__":

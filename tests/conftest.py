@@ -61,13 +61,13 @@ from local_model import LlamaServer, real_model_paths  # noqa: E402  (stdlib onl
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
     """The real model. Skips (saying why) where the server or the model is absent, unless
-    ARCHLAB_REQUIRE_REAL_MODEL=1 (CI), where their absence fails the test."""
+    REAL_MODEL_REQUIRED=1 (CI), where their absence fails the test."""
     python, gguf = real_model_paths()
     missing = [f"{what} ({path})" for what, path in (("llama.cpp server", python), ("model", gguf)) if not path.exists()]
     if missing:
         why = (f"no real local model: missing {' and '.join(missing)}; set it up with "
-               "`python scripts/local_model.py` (or set ARCHLAB_TEST_LLAMA_PYTHON / ARCHLAB_TEST_GGUF)")
-        if os.environ.get("ARCHLAB_REQUIRE_REAL_MODEL") == "1":
+               "`python scripts/local_model.py` (or set REAL_MODEL_PYTHON / REAL_MODEL_GGUF)")
+        if os.environ.get("REAL_MODEL_REQUIRED") == "1":
             pytest.fail(why)
         pytest.skip(why)
     server = LlamaServer(python, gguf, tmp_path_factory.mktemp("llama") / "server.log")

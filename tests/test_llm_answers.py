@@ -271,3 +271,12 @@ def test_the_lm_researcher_prompt_fits_ollamas_default_window(tmp_path):
     assert count_tokens(llm.model, messages) <= llm.budget("research:0") and dropped["exemplars"] >= 1
     assert "Best evaluated experiments" in messages[0]["content"]  # the elites stay
     assert LLMClient("ollama/qwen2.5-coder", tmp_path / "l.jsonl", context_tokens=32768).window() == 32768
+
+
+def test_tools_mode_reads_the_forced_tool_call(tmp_path):
+    llm = client(tmp_path, [{"step": "research", "response": "", "tool_calls": [{"name": "Proposal", "arguments": GOOD}]}],
+                 structured="tools")
+    assert llm.mode == "tools"
+    assert llm.structured(ASK, Proposal, step="research", experiment=1).name == "gated-conv"
+    [rec] = log(tmp_path)
+    assert rec["request"]["mode"] == "tools" and json.loads(rec["response"]) == GOOD and rec["tool_calls"] is None

@@ -4,7 +4,7 @@ user's `--model openai/... --api-base ...` would. No scripted answer anywhere.
 
 These tests run in order on one campaign (the chat and the replay read the nb201
 campaign) and skip, saying why, where the server or the model is absent; CI sets
-ARCHLAB_REQUIRE_REAL_MODEL=1 so that their absence fails instead."""
+REAL_MODEL_REQUIRED=1 so that their absence fails instead."""
 from __future__ import annotations
 
 import json

@@ -169,7 +169,7 @@ class AnswerLoop:
 
 
 class _CutOff(Exception):
-    """Internal: a prose answer cut off on the last attempt, kept as far as it went."""
+    """Internal: a prose answer cut off twice, kept as far as it went."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
