@@ -19,4 +19,4 @@ run: install
 	$(BIN)/archlab run
 
 test: install
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=15

@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from archlab.tasks.base import TaskPack
 
 
-def job_limits(base: Any, sandbox: Any, kind: str) -> Any:
-    """The task's default limits, with what the sandbox config sets on top."""
+def job_limits(task: Any, sandbox: Any, kind: str) -> Any:
+    """The task's default limits for the step ("check" or "train"), with what the sandbox config sets on top."""
     from dataclasses import replace
 
     wall = sandbox.check_wall_s if kind == "check" else sandbox.train_wall_s
-    return replace(base, gpus=[],
+    return replace(task.limits(kind), gpus=[],
                    **{k: v for k, v in (("wall_time_s", wall), ("memory_mb", sandbox.memory_mb),
                                         ("cpus", sandbox.cpus)) if v is not None})
 
@@ -58,7 +58,7 @@ class LabContext:
         return value
 
     def limits(self, kind: str) -> Any:
-        return job_limits(self.task.default_limits, self.config.sandbox, kind)
+        return job_limits(self.task, self.config.sandbox, kind)
 
     @property
     def strategy(self) -> str:

@@ -5,6 +5,7 @@ its thread starts, so a kill between the two makes neither a ghost nor a twin.""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import traceback
@@ -45,28 +46,53 @@ def validate_config(data: dict[str, Any], source: str) -> Config:
         raise _explain(exc, source) from None
 
 
-def backend_options(sandbox: Any) -> dict[str, Any]:
-    """The sandbox settings each backend takes."""
+def backend_options(sandbox: Any, untrusted: bool = True, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The sandbox settings each backend takes. `untrusted`: the code comes from a model or a
+    user (not the task's own templates), so the process backend refuses to run it unisolated."""
+    from archlab.sandbox.isolation import resolve
+
     docker = {k: getattr(sandbox, k) for k in ("image", "runtime", "user") if getattr(sandbox, k) is not None}
     if sandbox.backend == "docker":
         return docker
     if sandbox.backend == "ray":
-        return {"address": sandbox.address, "inner": sandbox.inner, **(docker if sandbox.inner == "docker" else {})}
-    return {}
+        if sandbox.inner == "docker":
+            return {"address": sandbox.address, "inner": "docker", **docker}
+        # The driver decides (a local cluster's workers are this machine); remote workers check again.
+        return {"address": sandbox.address, "inner": "process",
+                "isolation": resolve(sandbox.isolation, untrusted, warn)}
+    return {"isolation": resolve(sandbox.isolation, untrusted, warn)}
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def isolation_in_force(sandbox: Any, options: dict[str, Any]) -> str:
+    """process+bwrap, docker, docker+runsc, none, or ray(...) of those: what the header and `show` say."""
+    from archlab.sandbox.isolation import describe
+
+    return describe(sandbox.backend, options.get("isolation", "none"), sandbox.runtime, sandbox.inner)
 
 
 class Campaign:
-    def __init__(self, folder: CampaignFolder, config: Config, recorded: Any = None) -> None:
-        """`recorded` (a replay.RecordedRun) answers the model and the sandbox from a logged run."""
+    def __init__(self, folder: CampaignFolder, config: Config, recorded: Any = None,
+                 untrusted: bool | None = None) -> None:
+        """`recorded` (a replay.RecordedRun) answers the model and the sandbox from a logged run.
+        `untrusted`: code from a model or a user runs (default: when the strategy is llm)."""
         from archlab.sandbox import get_backend
         from archlab.tasks import get_task
 
         self.folder, self.config = folder, config
         task = get_task(config.task.name, config.task.options, config.task.preset)
         task.validate()
+        untrusted = (config.strategy == "llm") if untrusted is None else untrusted
+        # A replay runs no job (the log answers) unless it retrains: then the model's code runs again.
+        runs_jobs = recorded is None or bool(getattr(recorded, "retrain", False))
+        options = backend_options(config.sandbox, untrusted and runs_jobs, _warn if runs_jobs else None)
+        self.isolation = isolation_in_force(config.sandbox, options)
         self.ledger = Ledger(folder.ledger)
         self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
-                              backend=get_backend(config.sandbox.backend, **backend_options(config.sandbox)),
+                              backend=get_backend(config.sandbox.backend, **options),
                               llm=self._llm(recorded),
                               recorded=recorded, memory=self._memory())
         if config.sandbox.backend != "ray":  # on ray, the cluster assigns the devices
@@ -89,6 +115,7 @@ class Campaign:
         from archlab.tasks import get_task
 
         get_task(config.task.name, config.task.options, config.task.preset).validate()  # fail before any folder
+        backend_options(config.sandbox, config.strategy == "llm")  # refuses unisolated model code, before any folder
         folder = folder or CampaignFolder.create(config.workspace, config.task.name)
         folder.write_config(config.model_dump(mode="json"))
         return cls(folder, config)
@@ -220,7 +247,8 @@ class Campaign:
     def run(self, on_progress: ProgressFn | None = None) -> Summary:
         self._take_lock()
         self.ctx.task.prepare(self.folder.root)
-        self.ledger.event(None, "campaign.start", {"pid": os.getpid()})
+        self.ledger.event(None, "campaign.start", {"pid": os.getpid(), "isolation": self.isolation})
+        self.ledger.set_meta("isolation", self.isolation)
         queue = deque(e.id for e in self.ledger.experiments(status=IN_FLIGHT))  # resume first
         queue += [i for i in self._seed_baselines() if i not in queue]
         futures: dict[Future, int] = {}

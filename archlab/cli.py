@@ -80,7 +80,8 @@ def run(
 
 
 def _header(campaign: Any) -> None:
-    """The model the campaign talks to, and how (printed before the first experiment)."""
+    """Where candidate code runs, the model the campaign talks to and how (before the first experiment)."""
+    console.print(f"sandbox: {campaign.isolation}", markup=False, highlight=False, soft_wrap=True)
     if campaign.ctx.llm is not None:
         console.print(f"model: {campaign.ctx.llm.describe()}", markup=False, highlight=False, soft_wrap=True)
 
@@ -210,10 +211,14 @@ def show(
             out.print(Syntax(code, "python"))
         return
     data = campaign_json(folder.id, ledger, cfg, task.metric, task.higher_is_better, task.report_metric)
+    data["isolation"] = ledger.get_meta("isolation")
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return
     _print_board(folder.id, ledger, task)
+    if data["isolation"]:
+        note = " (unisolated: [sandbox] isolation = \"none\")" if cfg.get("sandbox", {}).get("isolation") == "none" else ""
+        out.print(f"sandbox: {data['isolation']}{note}", markup=False, highlight=False)
 
 
 @app.command()

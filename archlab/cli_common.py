@@ -13,5 +13,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="archlab.toml to read (defaul
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}")  # "[sandbox] isolation" is text, not markup
     raise typer.Exit(code)

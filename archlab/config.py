@@ -82,6 +82,9 @@ class BudgetConfig(_Section):
 
 class SandboxConfig(_Section):
     backend: Literal["process", "docker", "ray"] = "process"
+    # process (and ray's inner process): bubblewrap around each job. auto: where it works; model code is
+    # refused where it does not. none: run unisolated (recorded in the campaign's config; `show` says so).
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
     # Unset limits take the task's defaults (nb201: 30 s, 512 MB; lm: by preset).
     check_wall_s: float | None = Field(None, gt=0)
     train_wall_s: float | None = Field(None, gt=0)

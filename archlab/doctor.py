@@ -34,6 +34,31 @@ def _docker_engine(sdk: str | None) -> tuple[bool, str, str]:
     return True, "docker engine", f"running at {where} (SDK {sdk})"
 
 
+def _isolation(config: Any) -> tuple[bool, str, str]:
+    """What isolates candidate code under the configured sandbox, or why nothing can."""
+    from archlab.campaign import backend_options, isolation_in_force
+    from archlab.errors import ConfigError
+    from archlab.sandbox.isolation import HOW_TO_ISOLATE, bwrap_problem
+
+    sandbox = config.sandbox
+    try:
+        name = isolation_in_force(sandbox, backend_options(sandbox, config.strategy == "llm"))
+    except ConfigError as exc:
+        return False, "isolation", f"none: {exc}"
+    if "none" in name:
+        why = "set by [sandbox] isolation = \"none\"" if sandbox.isolation == "none" else bwrap_problem()
+        return False, "isolation", f"{name}: jobs see the network, your files and the lab's processes ({why}); " \
+            f"{HOW_TO_ISOLATE}"
+    if "process+bwrap" not in name:
+        return True, "isolation", name  # docker's own
+    from archlab.sandbox.pids import PidsCap, cgroup_base
+
+    cap = PidsCap(256, cgroup_base())
+    kind = cap.kind
+    cap.close()
+    return True, "isolation", f"{name} (no network, no host files, own PID namespace; process cap: {kind})"
+
+
 def checks(config: Any) -> list[tuple[bool, str, str]]:
     rows: list[tuple[bool, str, str]] = [(True, "python", platform.python_version())]
     torch = _version("torch")
@@ -44,6 +69,7 @@ def checks(config: Any) -> list[tuple[bool, str, str]]:
         rows.append((res.returncode == 0, "GPU", res.stdout.strip().replace("\n", "; ") or res.stderr.strip()))
     else:
         rows.append((False, "GPU", "none found (nvidia-smi absent): lm presets above tiny need one"))
+    rows.append(_isolation(config))
     docker = _version("docker")
     rows.append(_docker_engine(docker))
     from archlab.sandbox.image import image_status

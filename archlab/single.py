@@ -67,7 +67,7 @@ def check_file(config: Config, path: Path) -> Verdict:
         task.prepare(Path(tmp))
         from archlab.agents.context import job_limits
 
-        limits = job_limits(task.default_limits, config.sandbox, "check")
+        limits = job_limits(task, config.sandbox, "check")
         job = task.check_job(code, Path(tmp) / "check", config.search.seed, limits)
         backend = get_backend(config.sandbox.backend, **backend_options(config.sandbox))
         result = backend.run(job)
@@ -85,7 +85,7 @@ def eval_file(config: Config, path: Path) -> Any:
     from archlab.memory.ledger import IN_FLIGHT
 
     code = path.read_text()
-    campaign = Campaign(eval_folder(config), config)
+    campaign = Campaign(eval_folder(config), config, untrusted=True)  # the user's file: hostile like any
     campaign.ctx.task.prepare(campaign.folder.root)
     for unfinished in campaign.ledger.experiments(status=IN_FLIGHT):  # an eval killed earlier: finish it first
         campaign.run_experiment(unfinished.id)

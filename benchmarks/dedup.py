@@ -285,7 +285,7 @@ def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, str | None
             if task == "lm" and tasks["lm"] is None:
                 tasks["lm"] = get_task("lm", {}, "tiny")
             t = tasks[task]
-            job = t.check_job(code, Path(tmp) / f"c{i}", 0, job_limits(t.default_limits, SandboxConfig(), "check"))
+            job = t.check_job(code, Path(tmp) / f"c{i}", 0, job_limits(t, SandboxConfig(), "check"))
             res = backend.run(job)
             walls[task].append(res.wall_s)
             out[code] = (res.result or {}).get("fingerprint") if res.ok else None

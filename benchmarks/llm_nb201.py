@@ -34,7 +34,8 @@ def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | N
     over = {"workspace": str(out / f"{strategy}-{seed}"), "task": {"name": "nb201", "table": str(table)},
             "budget": {"experiments": queries}, "search": {"strategy": strategy, "seed": seed, "baselines": False}}
     if strategy == "llm":
-        over["llm"] = {"model": model, "api_base": api_base}
+        # A 0.5B model on 2 CPU cores takes 30-90 s a call, more while other work shares the cores.
+        over["llm"] = {"model": model, "api_base": api_base, "timeout_s": 900, "max_tokens": {"analyse": 300}}
     start = time.perf_counter()
     c = Campaign.create(load_config(None, env={}, overrides=over))
     summary = c.run()

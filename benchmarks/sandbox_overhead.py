@@ -1,13 +1,14 @@
 """Per-job start-up overhead of each sandbox backend: the wall time of jobs whose
 harness does nothing but write result.json (python -I -S, stdlib only).
 
-usage: python benchmarks/sandbox_overhead.py [--jobs 20] [--backends process,docker,ray,ray-docker]
+usage: python benchmarks/sandbox_overhead.py [--jobs 20] [--backends process,process-none,docker,ray,ray-docker]
 
 Prints, per backend, the median and 90th percentile of the time `backend.run(job)`
 takes (what a campaign pays per job besides the work), and of the job's own
 wall_s. Docker needs an engine and the runner image (`archlab sandbox build`);
 ray starts a local cluster (its start-up is reported once, not per job); ray-docker
-is ray with the docker backend on the worker.
+is ray with the docker backend on the worker. process is the isolated default
+(bubblewrap); process-none runs the same jobs unisolated (`[sandbox] isolation = "none"`).
 """
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ def job(root: Path, i: int) -> Job:
 def measure(name: str, n: int, root: Path) -> tuple[list[float], list[float]]:
     t0 = time.perf_counter()
     kind, _, inner = name.partition("-")
-    options = {"num_cpus": os.cpu_count(), "inner": inner or "process"} if kind == "ray" else {}
+    if kind == "ray":
+        options = {"num_cpus": os.cpu_count(), "inner": inner or "process"}
+    else:
+        options = {"isolation": "none" if inner == "none" else "bwrap"} if kind == "process" else {}
     backend = get_backend(kind, **options)
     print(f"{name}: backend ready in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
     backend.run(job(root, -1))  # warm-up: first image access, first ray worker
@@ -53,7 +57,7 @@ def measure(name: str, n: int, root: Path) -> tuple[list[float], list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=20)
-    ap.add_argument("--backends", default="process,docker,ray,ray-docker")
+    ap.add_argument("--backends", default="process,process-none,docker,ray,ray-docker")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="archlab-overhead-") as tmp:
@@ -62,9 +66,9 @@ def main() -> None:
             calls, inside = measure(name, args.jobs, Path(tmp) / name)
             q = statistics.quantiles(calls, n=10)
             rows.append((name, statistics.median(calls), q[-1], statistics.median(inside)))
-    print(f"{'backend':10} {'median s':>9} {'p90 s':>7} {'job wall_s':>10}   ({args.jobs} jobs each)")
+    print(f"{'backend':12} {'median s':>9} {'p90 s':>7} {'job wall_s':>10}   ({args.jobs} jobs each)")
     for name, med, p90, wall in rows:
-        print(f"{name:10} {med:9.3f} {p90:7.3f} {wall:10.3f}")
+        print(f"{name:12} {med:9.3f} {p90:7.3f} {wall:10.3f}")
 
 
 if __name__ == "__main__":

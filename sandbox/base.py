@@ -8,6 +8,7 @@ classifies the outcome. Candidate code never runs in the campaign's process.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,3 +98,12 @@ def parse_event(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return obj if isinstance(obj, dict) and "event" in obj else None
+
+
+def touched_input(text: str, input_dir: str) -> str | None:
+    """The input path a log shows a failed write to (Python's OSError, or a shell's message), or None:
+    a job that tried to change its read-only input is an integrity failure even if it carried on."""
+    where = re.escape(input_dir.rstrip("/"))
+    m = re.search(rf"(?:Read-only file system|Permission denied): '({where}(?:/[^']*)?)'"
+                  rf"|({where}(?:/\S*)?): (?:Read-only file system|Permission denied)", text)
+    return (m.group(1) or m.group(2)) if m else None

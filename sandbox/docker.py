@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import signal
 import socket
 import threading
@@ -42,7 +41,7 @@ import requests
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from archlab.errors import ConfigError
-from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits
+from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, touched_input
 from archlab.sandbox.image import client, find_image, image_tag
 from archlab.sandbox.process import TAIL_CHARS, _classify, _last_line, _safe_rel, _Stream, _substitute, fresh_workdir
 
@@ -54,10 +53,7 @@ NOBODY = "65534:65534"
 LABEL = "archlab.sandbox"
 BACKSTOP_S = 30               # the in-container timeout fires this long after the watchdog
 EXIT_WAIT_S = 30              # how long to wait for the engine to report an exited container
-# How a failed write to the input shows in a log: Python's OSError, or a shell's message.
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-TOUCHED_INPUT = re.compile(r"(?:Read-only file system|Permission denied): '(/job/input[^']*)'"
-                           r"|(/job/input\S*): (?:Read-only file system|Permission denied)")
 
 
 def _env(job: Job) -> dict[str, str]:
@@ -268,8 +264,8 @@ class DockerBackend(Backend):
                                                 tail, out / "result.json", lim)
         if (what := _tampered(inp, hashes, mounts)) is not None:
             status, reason = "integrity", what
-        elif status != "timeout" and (m := TOUCHED_INPUT.search(f"{reason}\n{tail}")):
-            status, reason = "integrity", f"the job tried to write to its read-only input ({m.group(1) or m.group(2)})" + (
+        elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", C_INPUT)):
+            status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
                 f": {reason}" if reason else "")
         return JobResult(status=status, reason=reason, exit_code=exit_code, result=result, log_path=log_path,
                          log_tail=tail[-TAIL_CHARS:], wall_s=round(wall_s, 3), truncated=stream.truncated)

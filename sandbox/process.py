@@ -1,19 +1,23 @@
 """The process backend: a job runs as a local subprocess under OS limits.
 
-What it guarantees: its own session (the wall-time limit kills the whole
-process group with SIGKILL, so a child that ignores SIGTERM dies, and so do
-its children), a memory rlimit, no core dumps, PR_SET_PDEATHSIG so the job
-dies with the campaign process (a resumed campaign must not find an orphan
-still training), an environment scrubbed to an allow-list (no API keys or
-tokens), input/ written read-only and hashed before and after the run.
+What it guarantees: the job runs inside bubblewrap (see isolation.py: no
+network, no view of the lab's processes or of any file but its own folder, the
+Python environment and its data) unless [sandbox] isolation = "none"; its own
+session (the wall-time limit kills the whole process group with SIGKILL, so a
+child that ignores SIGTERM dies, and so do its children; inside bubblewrap the
+PID namespace dies with its first process, so nothing outlives the job); a cap
+on its processes (pids.py: a fork bomb fails its forks); a memory rlimit; no
+core dumps; no new privileges; PR_SET_PDEATHSIG so the job dies with the
+campaign process (a resumed campaign must not find an orphan still training);
+an environment scrubbed to an allow-list (no API keys or tokens); input/
+written read-only and hashed before and after the run, and a log showing a
+failed write to it is an integrity failure.
 
-What it cannot guarantee (docker can): a process that calls setsid() itself
-leaves the group; PDEATHSIG reaches only the direct child (grandchildren of a
-killed campaign live on until they exit) and fires when the *thread* that
-called run() exits, so call run() from a thread that outlives the job; data
-under input/ is a symlink to the real path; file modes do not stop root, nor
-a candidate that chmods its input back (the hash check after the run catches
-a change, not a change undone before exit); no network isolation.
+Unisolated ("none") it cannot guarantee what docker and bubblewrap can: a
+process that calls setsid() leaves the group (the pids cgroup, where there is
+one, still finds it); PDEATHSIG reaches only the direct child and fires when
+the *thread* that called run() exits, so call run() from a thread that
+outlives the job; file modes do not stop root; no network isolation.
 
 Memory is capped with RLIMIT_DATA (private writable mappings: heap, anonymous
 mmap, thread stacks), not RLIMIT_AS. Measured (torch 2.11+cu130, H200):
@@ -42,13 +46,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from archlab.errors import ConfigError
+from archlab.sandbox import isolation as iso
 from archlab.sandbox.base import (
-    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, parse_event,
+    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, parse_event, touched_input,
 )
+from archlab.sandbox.pids import PidsCap, cgroup_base, sweep
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
 # Loaded here, not in the forked child: dlopen there could deadlock on a lock
 # another thread held at fork time (several jobs run from threads at once).
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -62,7 +70,7 @@ OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "can't allocate memory",
 RESULT_STATUSES = {"ok": "ok", "nan": "nan", "integrity": "integrity", "oom": "oom"}  # a harness may catch its own OOM
 
 
-def _env_for(job: Job, output: Path) -> dict[str, str]:
+def _env_for(job: Job, output: Path, isolated: bool) -> dict[str, str]:
     """Allow-list only: nothing else from the parent (no *_API_KEY, no tokens)."""
     parent = os.environ
     lim = job.limits
@@ -75,18 +83,22 @@ def _env_for(job: Job, output: Path) -> dict[str, str]:
         "PYTHONHASHSEED": parent.get("PYTHONHASHSEED", "0"),
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
-        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in lim.gpus),
+        # Inside bubblewrap only the assigned GPUs' device nodes exist: CUDA numbers them from 0.
+        "CUDA_VISIBLE_DEVICES": ",".join(str(i) if isolated else str(g) for i, g in enumerate(lim.gpus)),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         "PYTHONNOUSERSITE": "1",
     }
+    if isolated:
+        env["TMPDIR"] = "/tmp"  # its private tmpfs
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order of the /dev/nvidiaN nodes
     if "TZ" in parent:
         env["TZ"] = parent["TZ"]
     env.update(job.env)
     return env
 
 
-def _preexec(limits: Limits, parent_pid: int) -> Callable[[], None]:
+def _preexec(limits: Limits, parent_pid: int, cap: PidsCap) -> Callable[[], None]:
     """Runs in the child between fork and exec (after setsid)."""
     mem = limits.memory_mb * 1024 * 1024
 
@@ -94,6 +106,8 @@ def _preexec(limits: Limits, parent_pid: int) -> Callable[[], None]:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(137)
+        _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid binary gives the job more rights
+        cap.enter()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if mem > 0:
             resource.setrlimit(resource.RLIMIT_DATA, (mem, mem))  # see module doc
@@ -255,8 +269,25 @@ class _Stream:
 class ProcessBackend(Backend):
     name = "process"
 
-    def __init__(self, python: str | None = None):
+    def __init__(self, python: str | None = None, isolation: str = "auto", pids_limit: int = 256):
+        """isolation: "bwrap" (required), "none", or "auto" (bwrap where it works). The campaign
+        decides auto before it builds the backend (isolation.resolve), refusing model code unisolated."""
         self.python = python or sys.executable
+        if isolation not in iso.ISOLATIONS:
+            raise ConfigError(f"unknown isolation {isolation!r}; choose one of: {', '.join(iso.ISOLATIONS)}")
+        problem = iso.bwrap_problem() if isolation != "none" else None
+        if isolation == "bwrap" and problem:
+            raise ConfigError(f"the process sandbox cannot isolate jobs on this machine: {problem}; "
+                              f"{iso.HOW_TO_ISOLATE}")
+        self.isolated = isolation != "none" and problem is None
+        self.pids_limit = pids_limit
+        self._cgroups = cgroup_base()
+        if self._cgroups is not None:
+            sweep(self._cgroups)  # what a killed campaign left
+
+    @property
+    def isolation(self) -> str:
+        return "process+bwrap" if self.isolated else "none"
 
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
         inp, out, log_path = fresh_workdir(job)
@@ -265,15 +296,25 @@ class ProcessBackend(Backend):
         subst = {PYTHON: self.python, INPUT: str(inp), OUTPUT: str(out)}
         command = [_substitute(arg, subst) for arg in job.command]
         lim = job.limits
+        if self.isolated:
+            command = iso.argv(self.python, inp, out, links.values(), lim.gpus, lim.memory_mb // 2) + command
+        cap = PidsCap(self.pids_limit, self._cgroups)
+        try:
+            return self._run(job, on_event, command, inp, out, log_path, hashes, links, cap)
+        finally:
+            cap.close()  # every process the job made, wherever it went
 
+    def _run(self, job: Job, on_event: EventSink | None, command: list[str], inp: Path, out: Path, log_path: Path,
+             hashes: dict[str, str], links: dict[str, str], cap: PidsCap) -> JobResult:
+        lim = job.limits
         with open(log_path, "wb") as log_file:
             stream = _Stream(log_file, lim.output_bytes, on_event, job.name)
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
-                    command, cwd=out, env=_env_for(job, out), stdin=subprocess.DEVNULL,
+                    command, cwd=out, env=_env_for(job, out, self.isolated), stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_preexec(lim, os.getpid()), close_fds=True,
+                    preexec_fn=_preexec(lim, os.getpid(), cap), close_fds=True,
                 )
             except OSError as e:
                 log_file.write(f"[archlab] cannot start {command!r}: {e}\n".encode())
@@ -293,6 +334,9 @@ class ProcessBackend(Backend):
             proc.returncode, timed_out, tail, out / "result.json", lim)
         if (what := _tampered(inp, hashes, links)) is not None:
             status, reason = "integrity", what  # a tampered run proves nothing
+        elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", str(inp))):
+            status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
+                f": {reason}" if reason else "")
         return JobResult(
             status=status, reason=reason, exit_code=proc.returncode, result=result,
             log_path=log_path, log_tail=tail[-TAIL_CHARS:], wall_s=round(wall_s, 3),

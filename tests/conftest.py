@@ -6,7 +6,9 @@ import gzip
 import hashlib
 import itertools
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,30 @@ def llama_server(tmp_path_factory):
     server = LlamaServer(python, gguf, tmp_path_factory.mktemp("llama") / "server.log")
     yield server
     server.stop()
+
+
+def docker_client():
+    """The engine, or skip saying why (no socket, no permission, no SDK)."""
+    try:
+        import docker
+
+        c = docker.from_env()
+        c.ping()
+        return c
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"no usable docker engine ({os.environ.get('DOCKER_HOST', 'default socket')}): {e}")
+
+
+@pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The current runner image, built here if missing (offline where root and debootstrap allow)."""
+    from archlab.sandbox.image import build_image, find_image, image_tag
+
+    c = docker_client()
+    tag = image_tag()
+    if find_image(c, tag) is None:
+        offline = os.geteuid() == 0 and shutil.which("debootstrap") is not None
+        t0 = time.monotonic()
+        build_image(offline=offline, log=lambda line: print(f"[runner image] {line}", file=sys.stderr))
+        print(f"[runner image] built {tag} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return tag

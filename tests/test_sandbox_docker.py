@@ -1,16 +1,14 @@
 """The docker sandbox: each case a real container running a throwaway (often hostile)
 harness, and nb201's own jobs. Skipped, saying why, only where no docker engine is usable;
-the runner image is built once if missing (cached by its content-hash tag)."""
+the runner image is built once if missing (conftest.runner_image, cached by its content-hash tag)."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,33 +20,6 @@ from archlab.sandbox.base import Job, Limits
 
 HARNESS_CMD = ["{python}", "{input}/harness.py", "{input}", "{output}"]
 SECRETS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY")
-
-
-def docker_client():
-    """The engine, or skip saying why (no socket, no permission, no SDK)."""
-    try:
-        import docker
-
-        c = docker.from_env()
-        c.ping()
-        return c
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"no usable docker engine ({os.environ.get('DOCKER_HOST', 'default socket')}): {e}")
-
-
-@pytest.fixture(scope="session")
-def runner_image() -> str:
-    """The current runner image, built here if missing (offline where root and debootstrap allow)."""
-    from archlab.sandbox.image import build_image, find_image, image_tag
-
-    c = docker_client()
-    tag = image_tag()
-    if find_image(c, tag) is None:
-        offline = os.geteuid() == 0 and shutil.which("debootstrap") is not None
-        t0 = time.monotonic()
-        build_image(offline=offline, log=lambda line: print(f"[runner image] {line}", file=sys.stderr))
-        print(f"[runner image] built {tag} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    return tag
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 from archlab.errors import ConfigError
 from archlab.sandbox import BACKENDS, get_backend
 from archlab.sandbox.base import Job, Limits
+from archlab.sandbox.isolation import bwrap_problem
 from archlab.sandbox.process import ProcessBackend
 
 HARNESS_CMD = ["{python}", "{input}/harness.py", "{input}", "{output}"]
@@ -28,25 +29,23 @@ def make_job(tmp_path: Path, code: str, **limits) -> Job:
                limits=Limits(**{"wall_time_s": 20.0, **limits}))
 
 
-def alive(pid: int) -> bool:
-    """A zombie (killed, not yet reaped by init) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+# A process that proves it is alive: it rewrites a counter into the file named by argv[1].
+HEARTBEAT = ("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nn = 0\n"
+             "while True:\n    n += 1\n    open(sys.argv[1], 'w').write(str(n))\n    time.sleep(0.05)\n")
 
 
-def wait_gone(pid: int, within: float) -> bool:
+def beats_stopped(path: Path, quiet_s: float = 1.0, within: float = 5.0) -> bool:
+    """True once the heartbeat file stays unchanged for quiet_s (its writer is dead)."""
     end = time.monotonic() + within
+    last, since = None, time.monotonic()
     while time.monotonic() < end:
-        if not alive(pid):
+        now = path.read_text() if path.exists() else None
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
             return True
         time.sleep(0.05)
-    return not alive(pid)
+    return False
 
 
 def test_ok_streams_events_and_reads_result(tmp_path):
@@ -128,12 +127,10 @@ def test_error_status_from_result_json_is_a_crash(tmp_path):
 
 
 def test_timeout_kills_the_group_even_when_sigterm_is_ignored(tmp_path):
-    job = make_job(tmp_path, """
+    job = make_job(tmp_path, f"""
         import signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        child = subprocess.Popen([sys.executable, "-c",
-            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
-        open(sys.argv[2] + "/grandchild.pid", "w").write(str(child.pid))
+        child = subprocess.Popen([sys.executable, "-c", {HEARTBEAT!r}, sys.argv[2] + "/beat"])
         print("looping", flush=True)
         while True:
             time.sleep(0.01)
@@ -141,8 +138,7 @@ def test_timeout_kills_the_group_even_when_sigterm_is_ignored(tmp_path):
     res = ProcessBackend().run(job)
     assert res.status == "timeout", res.log_tail
     assert 1.9 < res.wall_s < 4.0
-    pid = int((job.workdir / "output" / "grandchild.pid").read_text())
-    assert wait_gone(pid, 2.0), "grandchild survived the wall-time kill"
+    assert beats_stopped(job.workdir / "output" / "beat"), "grandchild survived the wall-time kill"
 
 
 def test_memory_bomb_is_oom(tmp_path):
@@ -175,7 +171,8 @@ def test_environment_is_scrubbed(tmp_path, monkeypatch):
     assert env["PYTHONNOUSERSITE"] == env["PYTHONUNBUFFERED"] == env["PYTHONDONTWRITEBYTECODE"] == "1"
     allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONHASHSEED", "OMP_NUM_THREADS",
                "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONDONTWRITEBYTECODE",
-               "PYTHONUNBUFFERED", "PYTHONNOUSERSITE", "ARCHLAB_SEED", "LC_CTYPE"}
+               "PYTHONUNBUFFERED", "PYTHONNOUSERSITE", "ARCHLAB_SEED", "LC_CTYPE",
+               "TMPDIR", "CUDA_DEVICE_ORDER", "PWD"}  # isolated: its private /tmp, GPU order; bwrap sets PWD
     assert set(env) <= allowed, set(env) - allowed  # LC_CTYPE: Python's own C-locale coercion
 
 
@@ -203,17 +200,22 @@ def test_stdout_flood_is_capped_and_parent_memory_bounded(tmp_path):
     assert peak < 4_000_000, f"parent held {peak} bytes while the job printed 20 MB"
 
 
-@pytest.mark.parametrize("attack, named", [
-    ("os.chmod(f, 0o644); open(f, 'a').write('# pwned')", "input/harness.py was modified"),
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+@pytest.mark.parametrize("attack, named, blocked", [
+    ("os.chmod(f, 0o644); open(f, 'a').write('# pwned')", "input/harness.py was modified", "harness.py"),
     ("os.chmod(inp, 0o755); open(os.path.join(inp, 'extra.py'), 'w').write('x = 1')",
-     "input/extra.py was added"),
+     "input/extra.py was added", "input"),
 ])
-def test_writing_to_input_is_integrity(tmp_path, attack, named):
-    res = ProcessBackend().run(make_job(tmp_path, f"""
+def test_writing_to_input_is_integrity(tmp_path, attack, named, blocked, isolation):
+    """Unisolated, file modes stop the write (root ignores them: the hash check catches it);
+    isolated, the read-only mount stops it and the failed write names the path."""
+    if isolation == "bwrap" and bwrap_problem():
+        pytest.skip(f"bubblewrap cannot run here: {bwrap_problem()}")
+    job = make_job(tmp_path, f"""
         import os, sys
         inp = sys.argv[1]
         f = os.path.join(inp, "harness.py")
-        if os.geteuid() != 0:  # root ignores file modes; the hash check still catches it
+        if os.geteuid() != 0:
             try:
                 open(f, "a").write("# blocked")
                 raise SystemExit("input was writable")
@@ -221,8 +223,16 @@ def test_writing_to_input_is_integrity(tmp_path, attack, named):
                 pass
         {attack}
         open(sys.argv[2] + "/result.json", "w").write('{{"status": "ok"}}')
-    """))
-    assert (res.status, res.reason) == ("integrity", named)
+    """)
+    res = ProcessBackend(isolation=isolation).run(job)
+    assert res.status == "integrity", (res.reason, res.log_tail)
+    if isolation == "none" and os.geteuid() == 0:
+        assert res.reason == named
+    else:
+        assert res.reason.startswith("the job tried to write to its read-only input (")
+        assert res.reason.split("(", 1)[1].split(")")[0].endswith(blocked), res.reason
+    assert (job.workdir / "input" / "harness.py").read_text() == textwrap.dedent(job.files["harness.py"]) or \
+        isolation == "none"
 
 
 def test_data_is_linked_into_input(tmp_path):
@@ -239,9 +249,12 @@ def test_data_is_linked_into_input(tmp_path):
     assert data.stat().st_mode & 0o200, "the external data file itself must not be chmodded"
 
 
-def test_job_dies_with_the_campaign_process(tmp_path):
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+def test_job_dies_with_the_campaign_process(tmp_path, isolation):
     """kill -9 of the process running the backend must not leave the job alive."""
-    job_code = "import os, sys, time\nopen(sys.argv[2] + '/job.pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    if isolation == "bwrap" and bwrap_problem():
+        pytest.skip(f"bubblewrap cannot run here: {bwrap_problem()}")
+    job_code = f"import runpy, sys\nsys.argv = ['beat', sys.argv[2] + '/beat']\nexec({HEARTBEAT!r})\n"
     launcher = textwrap.dedent(f"""
         from pathlib import Path
         from archlab.sandbox.base import Job, Limits
@@ -249,19 +262,18 @@ def test_job_dies_with_the_campaign_process(tmp_path):
         job = Job(name="sleep", workdir=Path({str(tmp_path / 'job')!r}),
                   command=["{{python}}", "{{input}}/harness.py", "{{input}}", "{{output}}"],
                   files={{"harness.py": {job_code!r}}}, limits=Limits(wall_time_s=60))
-        ProcessBackend().run(job)
+        ProcessBackend(isolation={isolation!r}).run(job)
     """)
     proc = subprocess.Popen([sys.executable, "-c", launcher])
-    pid_file = tmp_path / "job" / "output" / "job.pid"
+    beat = tmp_path / "job" / "output" / "beat"
     try:
-        end = time.monotonic() + 10
-        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < end:
+        end = time.monotonic() + 20
+        while not (beat.exists() and beat.read_text()) and time.monotonic() < end:
             time.sleep(0.05)
-        pid = int(pid_file.read_text())
-        assert alive(pid)
+        assert not beats_stopped(beat, quiet_s=0.5), "the job never ran"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        assert wait_gone(pid, 3.0), "job survived its campaign process"
+        assert beats_stopped(beat), "job survived its campaign process"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -295,3 +307,26 @@ def test_get_backend():
                 get_backend(name)
     with pytest.raises(ConfigError, match="process, docker, ray"):
         get_backend("kubernetes")
+
+
+def test_an_isolated_job_gets_only_its_gpus(tmp_path):
+    """Inside bubblewrap only the assigned GPUs' device nodes (and the control devices) exist,
+    so CUDA numbers them from 0, in device-node order."""
+    from archlab.sandbox import isolation
+
+    args = isolation.argv(sys.executable, tmp_path / "in", tmp_path / "out", [], [2, 3], 64)
+    nodes = [args[i + 1] for i, a in enumerate(args) if a == "--dev-bind-try"]
+    assert nodes[:2] == ["/dev/nvidia2", "/dev/nvidia3"] and "/dev/nvidiactl" in nodes
+    assert "/dev/nvidia0" not in nodes and "/dev/nvidia1" not in nodes
+    if bwrap_problem():
+        pytest.skip(f"bubblewrap cannot run here: {bwrap_problem()}")
+    res = ProcessBackend(isolation="bwrap").run(make_job(tmp_path, """
+        import json, os, sys
+        json.dump({"status": "ok", "env": dict(os.environ), "dev": sorted(os.listdir("/dev"))},
+                  open(sys.argv[2] + "/result.json", "w"))
+    """, gpus=[2, 3]))
+    assert res.status == "ok", res.log_tail
+    assert res.result["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert res.result["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    present = {f"nvidia{g}" for g in (2, 3) if os.path.exists(f"/dev/nvidia{g}")}
+    assert {d for d in res.result["dev"] if d.startswith("nvidia") and d[6:].isdigit()} == present

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,8 @@ class TaskPack(ABC):
     interface: str = ""             # the contract in words, for prompts and errors
     design_hint: str = ""           # what a proposal's design should spell out, for the researcher
     design_schema: Any = None       # a pydantic model of the design as data (the genome), when the task has one
-    default_limits: Limits = Limits()  # the sandbox config overrides what it sets
+    default_limits: Limits = Limits()  # a training job's; the sandbox config overrides what it sets
+    check_wall_s: float = 60.0         # a check job's wall time: it builds and probes, it does not train
     default_budget: int = 12           # experiments when the config sets none
     uses_gpu: bool = False             # whether its jobs want a GPU (e.g. the lm task above the tiny preset)
     forbidden_imports: tuple[str, ...] = ("os", "subprocess", "socket", "shutil", "requests", "urllib", "http", "ctypes", "multiprocessing")
@@ -67,6 +68,11 @@ class TaskPack(ABC):
     def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
         self.options = dict(options or {})
         self.preset = preset
+
+    def limits(self, kind: str) -> Limits:
+        """Default limits of a "check" or "train" job: a check gets its own short wall time, so a
+        candidate that hangs in its constructor does not hold a slot for a training's worth."""
+        return replace(self.default_limits, wall_time_s=self.check_wall_s) if kind == "check" else self.default_limits
 
     # -- set-up ---------------------------------------------------------
     def validate(self) -> None:

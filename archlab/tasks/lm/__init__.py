@@ -13,7 +13,7 @@ from typing import Any
 from archlab.pyparse import parse as parse_python
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Job, Limits
 from archlab.tasks.base import Candidate, DesignSpace, TaskOptionError, TaskPack
-from archlab.tasks.lm.presets import resolve
+from archlab.tasks.lm.presets import TRAIN_WALL_S, resolve
 from archlab.tasks.lm.space import LMSpace
 
 HERE = Path(__file__).parent
@@ -48,6 +48,7 @@ class LMTask(TaskPack):
     forbidden_imports = TaskPack.forbidden_imports + (
         "sys", "importlib", "pathlib", "io", "pickle", "glob", "tempfile", "inspect", "gc", "builtins",
         "threading", "signal", "mmap", "marshal", "runpy", "code", "pty")
+    check_wall_s = 60.0  # build + causality/batch probes: ~1.6 s, torch's import included
     default_budget = 3  # `archlab run` with no arguments: 4 baselines + 3 experiments, a few minutes at tiny
 
     def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
@@ -55,6 +56,7 @@ class LMTask(TaskPack):
         self.config = resolve(preset, self.options)   # raises TaskOptionError on a bad option
         self.preset = self.config["preset"]
         self.uses_gpu = self.preset != "tiny"          # small and medium are GPU presets
+        self.default_limits = Limits(wall_time_s=TRAIN_WALL_S.get(self.preset, TRAIN_WALL_S["tiny"]))
         self.data: dict[str, Path] | None = None       # set by prepare()
         self.data_meta: dict[str, Any] | None = None
         self._space: LMSpace | None = None

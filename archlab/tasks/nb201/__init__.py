@@ -115,6 +115,7 @@ class NB201Task(TaskPack):
                    "x2->x3 (e.g. nor_conv_3x3, skip_connect, nor_conv_1x1, none, avg_pool_3x3, nor_conv_3x3)")
     design_schema = CellDesign
     default_limits = Limits(wall_time_s=30.0, memory_mb=512, cpus=1.0)
+    check_wall_s = 30.0  # a trace takes ~0.1 s
     command = [PYTHON, "-I", "-S", f"{INPUT}/harness.py", f"{INPUT}/spec.json", OUTPUT]
 
     def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
