@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (the shared data's nb201 table)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the server (finally below)
     server = None
     if args.api_base is None:
         from local_model import LlamaServer, real_model_paths

@@ -330,15 +330,17 @@ class ProcessBackend(Backend):
             stream.close()
 
         tail = stream.tail.decode("utf-8", errors="replace")
-        status, reason, result = _classify(
-            proc.returncode, timed_out, tail, out / "result.json", lim)
+        code = proc.returncode
+        if self.isolated and code is not None and code > 128:
+            code = 128 - code  # bwrap reports a child killed by signal n as exit 128+n
+        status, reason, result = _classify(code, timed_out, tail, out / "result.json", lim)
         if (what := _tampered(inp, hashes, links)) is not None:
             status, reason = "integrity", what  # a tampered run proves nothing
         elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", str(inp))):
             status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
                 f": {reason}" if reason else "")
         return JobResult(
-            status=status, reason=reason, exit_code=proc.returncode, result=result,
+            status=status, reason=reason, exit_code=code, result=result,
             log_path=log_path, log_tail=tail[-TAIL_CHARS:], wall_s=round(wall_s, 3),
             truncated=stream.truncated,
         )

@@ -105,6 +105,22 @@ def test_crash_reason_is_the_exception_line(tmp_path):
     assert "Traceback" in res.log_tail
 
 
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+def test_a_signal_death_is_named(tmp_path, isolation):
+    if isolation == "bwrap" and bwrap_problem():
+        pytest.skip(f"bubblewrap cannot run here: {bwrap_problem()}")
+    res = ProcessBackend(isolation=isolation).run(make_job(tmp_path, """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGSEGV)
+    """))
+    assert (res.status, res.exit_code, res.reason) == ("crash", -signal.SIGSEGV, "killed by SIGSEGV")
+    res = ProcessBackend(isolation=isolation).run(make_job(tmp_path, """
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    assert (res.status, res.exit_code) == ("oom", -signal.SIGKILL), res.reason  # what the kernel's OOM killer sends
+
+
 def test_exit_zero_without_result_is_a_crash(tmp_path):
     res = ProcessBackend().run(make_job(tmp_path, "print('done')"))
     assert (res.status, res.reason) == ("crash", "harness wrote no result.json")
