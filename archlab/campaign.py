@@ -78,19 +78,22 @@ class Campaign:
     def __init__(self, folder: CampaignFolder, config: Config, recorded: Any = None,
                  untrusted: bool | None = None) -> None:
         """`recorded` (a replay.RecordedRun) answers the model and the sandbox from a logged run.
-        `untrusted`: code from a model or a user runs (default: when the strategy is llm)."""
+        `untrusted`: code from a model or a user runs (also: the strategy is llm, or it ever was)."""
         from archlab.sandbox import get_backend
         from archlab.tasks import get_task
 
         self.folder, self.config = folder, config
         task = get_task(config.task.name, config.task.options, config.task.preset)
         task.validate()
-        untrusted = (config.strategy == "llm") if untrusted is None else untrusted
-        # A replay runs no job (the log answers) unless it retrains: then the model's code runs again.
+        self.ledger = Ledger(folder.ledger)
+        # Code from a model or a user once is untrusted for good: a resume with another strategy
+        # still reruns it. A replay runs no job (the log answers) unless it retrains.
+        untrusted = bool(untrusted or config.strategy == "llm" or self.ledger.get_meta("untrusted_code", False))
+        if untrusted:
+            self.ledger.set_meta("untrusted_code", True)
         runs_jobs = recorded is None or bool(getattr(recorded, "retrain", False))
         options = backend_options(config.sandbox, untrusted and runs_jobs, _warn if runs_jobs else None)
         self.isolation = isolation_in_force(config.sandbox, options)
-        self.ledger = Ledger(folder.ledger)
         self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
                               backend=get_backend(config.sandbox.backend, **options),
                               llm=self._llm(recorded),

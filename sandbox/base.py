@@ -8,7 +8,9 @@ classifies the outcome. Candidate code never runs in the campaign's process.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,3 +109,40 @@ def touched_input(text: str, input_dir: str) -> str | None:
     m = re.search(rf"(?:Read-only file system|Permission denied): '({where}(?:/[^']*)?)'"
                   rf"|({where}(?:/\S*)?): (?:Read-only file system|Permission denied)", text)
     return (m.group(1) or m.group(2)) if m else None
+
+
+RESULT_MAX = 16 << 20  # result.json larger than this is not read (the lab's memory is not the job's to fill)
+
+
+def read_result(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """output/result.json as an object, or (None, why not). Never follows a link (a job could point
+    it at a host file for the lab to read back into the ledger) and never reads more than RESULT_MAX."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, ""
+    except OSError as e:
+        return None, f"result.json cannot be read safely ({e.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None, "result.json is not a regular file"
+        if st.st_size > RESULT_MAX:
+            return None, f"result.json is {st.st_size} bytes, over the {RESULT_MAX}-byte cap"
+        raw = f.read(st.st_size)  # checked above (read(n) would allocate n bytes up front)
+    try:
+        loaded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"result.json is not valid JSON: {e}"
+    return (loaded, "") if isinstance(loaded, dict) else (None, "result.json is not a JSON object")
+
+
+def linked_output(out: Path) -> str | None:
+    """The first link in a job's output/, named: a job writes plain files, and a link would let
+    whoever reads its output (the lab, a shipped tarball) read a host file instead."""
+    for root, dirs, files in os.walk(out):
+        for name in dirs + files:
+            path = Path(root, name)
+            if path.is_symlink():
+                return f"output/{path.relative_to(out).as_posix()} is a link ({os.readlink(path)}): a job writes plain files"
+    return None

@@ -41,7 +41,7 @@ import requests
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from archlab.errors import ConfigError
-from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, touched_input
+from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, touched_input
 from archlab.sandbox.image import client, find_image, image_tag
 from archlab.sandbox.process import TAIL_CHARS, _classify, _last_line, _safe_rel, _Stream, _substitute, fresh_workdir
 
@@ -262,7 +262,7 @@ class DockerBackend(Backend):
         tail = stream.tail.decode("utf-8", errors="replace")
         status, reason, result = self._classify(exit_code, killed.is_set(), bool(state.get("OOMKilled")),
                                                 tail, out / "result.json", lim)
-        if (what := _tampered(inp, hashes, mounts)) is not None:
+        if (what := _tampered(inp, hashes, mounts) or linked_output(out)) is not None:
             status, reason = "integrity", what
         elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", C_INPUT)):
             status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (

@@ -41,18 +41,30 @@ HOW_TO_ISOLATE = ("install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap
                   "namespaces), or use [sandbox] backend = \"docker\"")
 
 
+PR_SET_NO_NEW_PRIVS = 38
+
+
 @functools.lru_cache(maxsize=1)
 def bwrap_problem() -> str | None:
-    """Why bubblewrap cannot isolate a job here, or None when it can (tried once, for real)."""
-    exe = shutil.which("bwrap")
-    if exe is None:
+    """Why bubblewrap cannot isolate a job here, or None when it can: tried once, for real, with
+    the very command line and no-new-privileges a job gets (an old bwrap without --disable-userns,
+    or a setuid one, fails here rather than in every job)."""
+    if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed"
-    probe = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent", "--cap-drop", "ALL",
-             *_system_args(), "--proc", "/proc", "--dev", "/dev", "true"]
-    try:
-        res = subprocess.run(probe, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError) as e:
-        return f"bubblewrap cannot start: {e}"
+    import ctypes
+    import tempfile
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    with tempfile.TemporaryDirectory(prefix="archlab-bwrap-probe-") as tmp:
+        inp, out = Path(tmp, "input"), Path(tmp, "output")
+        inp.mkdir()
+        out.mkdir()
+        probe = argv(sys.executable, inp.resolve(), out.resolve(), [], [], 16) + [sys.executable, "-I", "-S", "-c", ""]
+        try:
+            res = subprocess.run(probe, capture_output=True, text=True, timeout=30,
+                                 preexec_fn=lambda: libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"bubblewrap cannot start: {e}"
     if res.returncode != 0:
         why = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
         return f"bubblewrap cannot create namespaces here ({why}); user namespaces may be disabled"
@@ -90,18 +102,36 @@ def describe(backend: str, isolation: str, runtime: str | None = None, inner: st
     return "process+bwrap" if isolation == "bwrap" else "none"
 
 
+# What an interpreter tells about itself: its prefixes, and the exact folders of its library (used
+# instead of a prefix that would show too much, e.g. a Python installed with --prefix=$HOME).
+_ASK = ("import json, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps([[sys.prefix, sys.base_prefix, "
+        "sys.exec_prefix, sys.base_exec_prefix], [p[k] for k in ('stdlib', 'platstdlib', 'purelib', 'platlib') "
+        "if k in p] + [sysconfig.get_config_var('LIBDIR') or '']]))")
+
+
 @functools.lru_cache(maxsize=8)
-def python_roots(python: str) -> tuple[str, ...]:
-    """The folders an interpreter needs: its prefixes (the venv and the installation under it)."""
-    if Path(python).resolve() == Path(sys.executable).resolve():
-        roots = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
-    else:
-        out = subprocess.run([python, "-I", "-S", "-c", "import sys, json; print(json.dumps([sys.prefix, "
-                              "sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]))"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-        roots = json.loads(out)
-    roots.append(str(Path(python).resolve().parent.parent))
-    return _outermost(str(Path(r).resolve()) for r in roots if Path(r).is_dir() and Path(r).resolve() != Path("/"))
+def _interpreter(python: str) -> tuple[list[str], list[str]]:
+    out = subprocess.run([python, "-I", "-c", _ASK], capture_output=True, text=True, timeout=30, check=True)
+    prefixes, libraries = json.loads(out.stdout)
+    return prefixes, libraries
+
+
+def python_roots(python: str, private: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The folders an interpreter needs: its prefixes (the venv and the installation under it) and
+    its own folder. A prefix that holds the user's home or one of `private` (the job's folder) is
+    replaced by its library folders, so the job never sees the rest."""
+    prefixes, libraries = _interpreter(python)
+    hidden = [str(Path.home().resolve()), *private]
+    exe = Path(python)
+    roots = [str(exe.resolve().parent), str(exe.parent.resolve())]  # the real interpreter, and the venv's bin/
+    for prefix in prefixes:
+        p = str(Path(prefix).resolve())
+        if any(h == p or h.startswith(p.rstrip("/") + "/") for h in hidden) or p == "/":
+            roots += [str(Path(lib).resolve()) for lib in libraries if lib and p != "/" and lib.startswith(prefix)]
+            roots.append(str(Path(p, "pyvenv.cfg")))  # a venv's marker (bound only where it exists)
+        else:
+            roots.append(p)
+    return _outermost(r for r in roots if Path(r).exists())
 
 
 def _outermost(paths: Iterable[str]) -> tuple[str, ...]:
@@ -126,7 +156,8 @@ def _system_args() -> list[str]:
 
 
 def argv(python: str, inp: Path, out: Path, data: Iterable[str], gpus: list[int], tmp_mb: int) -> list[str]:
-    """The bwrap command line that runs a job's command (appended after it) isolated."""
+    """The bwrap command line that runs a job's command (appended after it) isolated. tmp_mb caps
+    /tmp and /dev/shm each (tmpfs pages are not counted by the memory rlimit)."""
     exe = shutil.which("bwrap") or "bwrap"
     size = str(max(16, tmp_mb) << 20)
     args = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -135,7 +166,7 @@ def argv(python: str, inp: Path, out: Path, data: Iterable[str], gpus: list[int]
             "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp",
             *_system_args()]
     system = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
-    for root in python_roots(python):
+    for root in python_roots(python, (str(inp.parent),)):  # a venv holding the workspace shows only its libraries
         if not any(root == s or root.startswith(s + "/") for s in system):
             args += ["--ro-bind", root, root]
     for path in _outermost(str(Path(p).resolve()) for p in data):
@@ -144,6 +175,7 @@ def argv(python: str, inp: Path, out: Path, data: Iterable[str], gpus: list[int]
     if gpus:
         for node in [f"/dev/nvidia{g}" for g in gpus] + list(GPU_CONTROL):
             args += ["--dev-bind-try", node, node]
-        args += ["--ro-bind-try", "/sys", "/sys"]  # the driver looks its devices up by PCI address
+        for sys_dir in ("/sys/bus/pci", "/sys/devices", "/sys/module/nvidia"):  # the driver finds its devices by PCI address
+            args += ["--ro-bind-try", sys_dir, sys_dir]
     args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(out), "--"]
     return args

@@ -20,8 +20,8 @@ from pathlib import Path
 _counter = itertools.count()
 
 
-def _mounts() -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) of every cgroup mount."""
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(root within the hierarchy, mount point, fstype, super options) of every cgroup mount."""
     rows = []
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
@@ -31,7 +31,7 @@ def _mounts() -> list[tuple[str, str, str]]:
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if len(fields) >= 5 and tail and tail[0] in ("cgroup", "cgroup2"):
-            rows.append((fields[4], tail[0], tail[-1]))
+            rows.append((fields[3], fields[4], tail[0], tail[-1]))
     return rows
 
 
@@ -49,16 +49,16 @@ def _own(controller: str) -> str | None:
 
 def cgroup_base() -> Path | None:
     """A writable folder under which per-job pids cgroups can be made, or None."""
-    for mount, fstype, opts in _mounts():
+    for root, mount, fstype, opts in _mounts():
         if fstype == "cgroup" and "pids" in opts.split(","):
             own = _own("pids")
         elif fstype == "cgroup2":
             own = _own("")
         else:
             continue
-        if own is None:
-            continue
-        base = Path(mount) / own.lstrip("/")
+        if own is None or not (own + "/").startswith(root.rstrip("/") + "/"):
+            continue  # this process's cgroup is not under what is mounted here
+        base = Path(mount) / own[len(root.rstrip("/")):].lstrip("/")
         if fstype == "cgroup2" and "pids" not in _read(base / "cgroup.subtree_control").split():
             continue  # v2: a child gets pids.max only where the parent delegates the controller
         if os.access(base, os.W_OK):
@@ -109,7 +109,9 @@ class PidsCap:
             except OSError:
                 self._remove(group)
         if os.geteuid() != 0:
-            self.nproc = _user_tasks() + limit
+            hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+            want = _user_tasks() + limit
+            self.nproc = want if hard == resource.RLIM_INFINITY else min(want, hard)
 
     @property
     def kind(self) -> str:
@@ -139,7 +141,7 @@ class PidsCap:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            time.sleep(0.01)
+            time.sleep(0.002)
 
     def close(self) -> None:
         self.kill_all()
@@ -149,14 +151,14 @@ class PidsCap:
 
     @staticmethod
     def _remove(group: Path) -> None:
-        for _ in range(50):  # a killed process leaves the cgroup a moment after it dies
+        for _ in range(500):  # a killed process leaves the cgroup a moment after it dies
             try:
                 group.rmdir()
                 return
             except FileNotFoundError:
                 return
             except OSError:
-                time.sleep(0.02)
+                time.sleep(0.002)
 
 
 def sweep(base: Path) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import logging
 import os
 import resource
@@ -49,7 +48,8 @@ from typing import Any, Callable
 from archlab.errors import ConfigError
 from archlab.sandbox import isolation as iso
 from archlab.sandbox.base import (
-    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, parse_event, touched_input,
+    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, parse_event, read_result,
+    touched_input,
 )
 from archlab.sandbox.pids import PidsCap, cgroup_base, sweep
 
@@ -272,7 +272,9 @@ class ProcessBackend(Backend):
     def __init__(self, python: str | None = None, isolation: str = "auto", pids_limit: int = 256):
         """isolation: "bwrap" (required), "none", or "auto" (bwrap where it works). The campaign
         decides auto before it builds the backend (isolation.resolve), refusing model code unisolated."""
-        self.python = python or sys.executable
+        # The folder resolved, the name not: a venv's python is a link, and the venv is where it is invoked.
+        exe = Path(python or sys.executable)
+        self.python = str(exe.parent.resolve() / exe.name)
         if isolation not in iso.ISOLATIONS:
             raise ConfigError(f"unknown isolation {isolation!r}; choose one of: {', '.join(iso.ISOLATIONS)}")
         problem = iso.bwrap_problem() if isolation != "none" else None
@@ -280,6 +282,8 @@ class ProcessBackend(Backend):
             raise ConfigError(f"the process sandbox cannot isolate jobs on this machine: {problem}; "
                               f"{iso.HOW_TO_ISOLATE}")
         self.isolated = isolation != "none" and problem is None
+        if isolation == "auto" and problem:
+            log.warning("the process sandbox runs jobs unisolated: %s; %s", problem, iso.HOW_TO_ISOLATE)
         self.pids_limit = pids_limit
         self._cgroups = cgroup_base()
         if self._cgroups is not None:
@@ -297,7 +301,7 @@ class ProcessBackend(Backend):
         command = [_substitute(arg, subst) for arg in job.command]
         lim = job.limits
         if self.isolated:
-            command = iso.argv(self.python, inp, out, links.values(), lim.gpus, lim.memory_mb // 2) + command
+            command = iso.argv(self.python, inp, out, links.values(), lim.gpus, lim.memory_mb // 4) + command
         cap = PidsCap(self.pids_limit, self._cgroups)
         try:
             return self._run(job, on_event, command, inp, out, log_path, hashes, links, cap)
@@ -316,7 +320,7 @@ class ProcessBackend(Backend):
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                     preexec_fn=_preexec(lim, os.getpid(), cap), close_fds=True,
                 )
-            except OSError as e:
+            except (OSError, subprocess.SubprocessError) as e:  # the latter: our set-up in the child failed
                 log_file.write(f"[archlab] cannot start {command!r}: {e}\n".encode())
                 return JobResult("crash", f"cannot start job: {e}", log_path=log_path,
                                  log_tail=f"cannot start job: {e}")
@@ -334,7 +338,7 @@ class ProcessBackend(Backend):
         if self.isolated and code is not None and code > 128:
             code = 128 - code  # bwrap reports a child killed by signal n as exit 128+n
         status, reason, result = _classify(code, timed_out, tail, out / "result.json", lim)
-        if (what := _tampered(inp, hashes, links)) is not None:
+        if (what := _tampered(inp, hashes, links) or linked_output(out)) is not None:
             status, reason = "integrity", what  # a tampered run proves nothing
         elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", str(inp))):
             status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
@@ -387,17 +391,7 @@ def _substitute(arg: str, subst: dict[str, str]) -> str:
 def _classify(code: int | None, timed_out: bool, tail: str, result_path: Path,
               lim: Limits) -> tuple[str, str, dict[str, Any] | None]:
     """timeout > oom > result.json's status > nonzero exit > missing result.json."""
-    result: dict[str, Any] | None = None
-    bad_result = ""
-    if result_path.is_file():
-        try:
-            loaded = json.loads(result_path.read_text())
-            if isinstance(loaded, dict):
-                result = loaded
-            else:
-                bad_result = "result.json is not a JSON object"
-        except (ValueError, UnicodeDecodeError) as e:
-            bad_result = f"result.json is not valid JSON: {e}"
+    result, bad_result = read_result(result_path)
     if timed_out:
         return "timeout", f"wall time limit of {lim.wall_time_s:g} s exceeded", result
     reported = result.get("status") if result else None

@@ -191,7 +191,7 @@ def test_planted_secrets_stay_hidden(backend, tmp_path, lab_secrets):
 
 
 def test_a_fork_bomb_fails_its_forks(backend, tmp_path):
-    if getattr(backend, "name", "") == "process":
+    if backend.name == "process" or getattr(backend, "inner", "") == "process":  # ray's local workers: this machine
         from archlab.sandbox.pids import PidsCap, cgroup_base
 
         cap = PidsCap(256, cgroup_base())
@@ -278,6 +278,18 @@ def test_tampering_with_the_harness_or_the_data_is_integrity(backend, tmp_path, 
     assert res.status == "integrity", (res.status, res.reason, res.log_tail)
     assert target in res.reason
     assert data.read_bytes() == b"the real table"
+    assert_contained(tmp_path, res)
+
+
+def test_a_result_linked_to_a_host_file_is_not_read(backend, tmp_path, lab_secrets):
+    """A link in output/ would make the lab read a host file (say, a key) back as the job's result."""
+    res = backend.run(job(tmp_path, f"""
+        import os, sys
+        os.symlink({lab_secrets["home_file"]!r}, sys.argv[2] + "/result.json")
+        os.symlink("/etc/hostname", sys.argv[2] + "/curve.json")
+    """))
+    assert res.status == "integrity" and "is a link" in res.reason, (res.status, res.reason)
+    assert res.result is None and TOKEN not in json.dumps(res.to_dict(), default=str)
     assert_contained(tmp_path, res)
 
 
