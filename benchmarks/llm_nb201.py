@@ -1,7 +1,10 @@
 """The LLM strategy with the real local model, beside random search under the same
 seeds, THROUGH the real campaign loop on the shared NAS-Bench-201 table.
 
-    python benchmarks/llm_nb201.py [--seeds 3] [--queries 10] [--api-base URL --model openai/NAME]
+    python benchmarks/llm_nb201.py [--seeds 3] [--queries 10] [--out DIR] [--api-base URL --model openai/NAME]
+
+On 2 CPU cores the 0.5B model takes 5-20 min per LLM experiment (research, code, repairs,
+analysis; calls of 30-600 s): 3 seeds x 10 queries is hours. A GPU box serves it far faster.
 
 Without --api-base it starts llama.cpp's server with the test model (see
 scripts/local_model.py). Prints, per strategy, mean ± std over seeds of the test
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--model", default=None, help="default: the local test model, openai/qwen2.5-coder-0.5b")
+    ap.add_argument("--out", type=Path, default=None, help="where the campaigns go (default: a new temp folder)")
     ap.add_argument("--api-base", default=None, help="default: start llama.cpp's server with the test model")
     args = ap.parse_args()
     if not args.table.exists():
@@ -75,12 +79,15 @@ def main() -> None:
         args.api_base, args.model = server.url, args.model or server.model
     results = []
     try:
-        with tempfile.TemporaryDirectory(prefix="llm-nb201-") as tmp:
-            for seed in range(args.seeds):
-                for strategy in ("random", "llm"):
-                    r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, Path(tmp))
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
+        # Kept, not a TemporaryDirectory: an hours-long run stopped half-way still has its campaigns
+        # (`archlab show ID -w DIR`, llm.jsonl) for the figures.
+        out = args.out or Path(tempfile.mkdtemp(prefix="llm-nb201-"))
+        print(f"campaigns in {out}", file=sys.stderr, flush=True)
+        for seed in range(args.seeds):
+            for strategy in ("random", "llm"):
+                r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out)
+                results.append(r)
+                print(json.dumps(r), flush=True)
     finally:
         if server is not None:
             server.stop()
