@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from archlab.errors import ConfigError
 
@@ -59,19 +59,19 @@ def bwrap_problem() -> str | None:
         inp, out = Path(tmp, "input"), Path(tmp, "output")
         inp.mkdir()
         out.mkdir()
-        probe = argv(sys.executable, inp.resolve(), out.resolve(), [], [], 16) + [sys.executable, "-I", "-S", "-c", ""]
         try:
+            probe = argv(sys.executable, inp.resolve(), out.resolve(), [], [], 16) + [sys.executable, "-I", "-S", "-c", ""]
             res = subprocess.run(probe, capture_output=True, text=True, timeout=30,
                                  preexec_fn=lambda: libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-        except (OSError, subprocess.SubprocessError) as e:
-            return f"bubblewrap cannot start: {e}"
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:  # incl. asking the interpreter
+            return f"bubblewrap cannot start a job here: {e}"
     if res.returncode != 0:
         why = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
         return f"bubblewrap cannot create namespaces here ({why}); user namespaces may be disabled"
     return None
 
 
-def resolve(isolation: str, code_from_model: bool, warn: "callable | None" = None) -> str:
+def resolve(isolation: str, code_from_model: bool, warn: Callable[[str], None] | None = None) -> str:
     """What the process backend runs jobs with ("bwrap" or "none") for a campaign's setting.
 
     auto: bwrap where it works; where it does not, model-written (or user-given) code is refused
