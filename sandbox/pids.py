@@ -107,7 +107,7 @@ class PidsCap:
                 self._procs = str(group / "cgroup.procs")
                 return
             except OSError:
-                self._remove(group)
+                _remove(group)
         if os.geteuid() != 0:
             hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
             want = _user_tasks() + limit
@@ -130,35 +130,46 @@ class PidsCap:
 
     def kill_all(self) -> None:
         """SIGKILL every process left in the job's cgroup (setsid or not), until it is empty."""
-        if self.group is None:
-            return
-        for _ in range(100):
-            pids = [int(p) for p in _read(self.group / "cgroup.procs").split()]
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            time.sleep(0.002)
+        if self.group is not None:
+            _kill_all(self.group)
 
     def close(self) -> None:
-        self.kill_all()
         if self.group is not None:
-            self._remove(self.group)
+            _kill_all(self.group)
+            _remove(self.group)
             self.group = None
 
-    @staticmethod
-    def _remove(group: Path) -> None:
-        for _ in range(500):  # a killed process leaves the cgroup a moment after it dies
+
+def _kill_all(group: Path) -> None:
+    for _ in range(100):
+        pids = [int(p) for p in _read(group / "cgroup.procs").split()]
+        if not pids:
+            return
+        for pid in pids:
             try:
-                group.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.002)
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.002)
+
+
+def _remove(group: Path) -> None:
+    for _ in range(500):  # a killed process leaves the cgroup a moment after it dies
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.002)
+
+
+def cap_kind(limit: int = 256) -> str:
+    """Which cap a job would get here ("cgroup", "rlimit" or "none"), found by making one."""
+    cap = PidsCap(limit, cgroup_base())
+    kind = cap.kind
+    cap.close()
+    return kind
 
 
 def sweep(base: Path) -> None:
@@ -172,6 +183,5 @@ def sweep(base: Path) -> None:
             pass
         except (ValueError, PermissionError):
             continue
-        cap = PidsCap(0, None)
-        cap.group = group
-        cap.close()
+        _kill_all(group)
+        _remove(group)
