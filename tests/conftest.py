@@ -31,9 +31,7 @@ def synthetic_accuracy(arch: str) -> tuple[float, float]:
     return round(val, 4), round(val + 2.5 - noise, 4)
 
 
-@pytest.fixture(scope="session")
-def nb201_table(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("nb201") / "table.csv.gz"
+def write_synthetic_table(path: Path) -> Path:
     with gzip.open(path, "wt") as f:
         f.write("arch,cifar10_val,cifar10_test,cifar100_val,cifar100_test,imagenet16_val,imagenet16_test\n")
         for edges in itertools.product(OPS, repeat=6):
@@ -41,6 +39,11 @@ def nb201_table(tmp_path_factory) -> Path:
             val, test = synthetic_accuracy(arch)
             f.write(f"{arch},{val},{test},{val - 20},{test - 20},{val - 40},{test - 40}\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def nb201_table(tmp_path_factory) -> Path:
+    return write_synthetic_table(tmp_path_factory.mktemp("nb201") / "table.csv.gz")
 
 
 @pytest.fixture
