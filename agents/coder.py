@@ -30,7 +30,7 @@ def _parent_code(ctx: LabContext, parent: int | None) -> str | None:
 
 
 def _same_code(a: str, b: str) -> bool:
-    from archlab.memory.fingerprint import hashes
+    from archlab.code_hashes import hashes
 
     try:
         return hashes(a).ast == hashes(b).ast

@@ -11,7 +11,7 @@ from archlab.errors import BudgetExceeded
 
 if TYPE_CHECKING:
     from archlab.config import Config
-    from archlab.folder import CampaignFolder
+    from archlab.campaign_folder import CampaignFolder
     from archlab.llm import LLMClient
     from archlab.memory.ledger import Ledger
     from archlab.sandbox.base import Backend

@@ -1,20 +1,40 @@
-"""gate: refuses to spend compute on a candidate already seen. Cheapest layer
-first: whitespace-normalised text hash, then the AST-canonical hash (an exact
-hit reuses the recorded result), then, for an LLM's proposals, embedding
-novelty against the memory and the LLM judge in the grey band (a near
-duplicate goes back to the researcher: nothing is reused); the behaviour
-fingerprint follows in the check step."""
+"""gate: refuses to spend compute on a candidate already seen. Every layer is
+here, cheapest first:
+
+1. text hash (whitespace-normalised) and 2. AST-canonical hash (archlab/code_hashes.py):
+   an exact hit reuses the recorded result, nothing is trained;
+3. embedding novelty against the memory, for an LLM's free-form proposals: a
+   candidate's similarity to a past experiment is the lower of two cosines, its
+   proposal (name, motivation, design; text embedder) and its code (structural
+   vector), so a near duplicate must be close in what it says AND in what it is.
+   At or above `near_duplicate` it is refused;
+4. in the grey band [`judge_above`, `near_duplicate`) the LLM judge decides, with
+   a structured verdict. A near duplicate goes back to the researcher with the
+   neighbour named: nothing is reused;
+5. the behaviour fingerprint (seeded init + fixed probe -> hash of rounded
+   outputs), computed by the task harness in the sandbox's check step, which
+   calls `fingerprint_layer` with it: an equal fingerprint reuses the twin's result.
+
+Every lookup is logged through ctx.remember, so a replay takes the same decisions
+whatever order the original's experiments finished in, and without the memory.
+"""
 from __future__ import annotations
 
 import threading
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from archlab.agents.context import LabContext
+from archlab.agents.evidence import guarded, ready, row
 from archlab.agents.state import ExperimentState, Rejection
-from archlab.memory import novelty
-from archlab.memory.fingerprint import hashes
+from archlab.code_hashes import hashes
+from archlab.memory.embeddings import code_vector, cosine
+from archlab.memory.vector import proposal_text
 
 gate_lock = threading.Lock()  # parallel experiments must not both claim one hash
+K = 8                         # neighbours looked at by each vector
+JUDGE_CODE_CHARS = 6000
 
 
 def _outcome(ctx: LabContext, e: Any) -> str:
@@ -54,12 +74,12 @@ def gate(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         return {"error": reason} if ctx.can_repair(state) else {"outcome": "failed", "reason": reason}
     near: dict[str, Any] = {}
     calls = state.get("code_calls", 0)
-    if novelty.applies(ctx, state):
+    if novelty_applies(ctx, state):
         with gate_lock:
             hit = _hash_hit(ctx, exp, h, 2 * calls)
         if hit is not None:
             return duplicate(ctx, state, hit)
-        rejection, near = novelty.screen(ctx, state)  # outside the lock: it may ask the judge
+        rejection, near = screen(ctx, state)  # outside the lock: it may ask the judge
         if rejection is not None:
             return near_duplicate(ctx, state, rejection)
     with gate_lock:
@@ -93,3 +113,130 @@ def near_duplicate(ctx: LabContext, state: ExperimentState, rejection: Any) -> d
     ctx.ledger.event(exp, "gate.near_duplicate", dict(rejection),
                      key=f"{exp}:near:{state.get('proposals', 0)}:{state.get('code_calls', 0)}")
     return {"rejections": [*state.get("rejections", []), rejection]}
+
+# -- layers 3 and 4: embedding novelty and the LLM judge ------------------------------------
+
+class JudgeVerdict(BaseModel):
+    """What the duplicate judge answers."""
+
+    same: bool = Field(description="true when the candidate is the same experiment as the past one")
+    reason: str = Field(min_length=1, description="one or two sentences: what is the same, or what differs")
+
+
+def novelty_applies(ctx: Any, state: dict[str, Any]) -> bool:
+    """Free-form proposals only: given code is judged as is, and a genome is exact,
+    whether an offline strategy drew it or a researcher gave it under the task's design
+    schema (its near misses are real, different cells; the hashes and the behaviour
+    fingerprint catch its twins). Measured on nb201: every 8-line cell is within 0.98
+    code similarity of every other, so an embedding layer refused distinct cells."""
+    if ctx.memory is None or ctx.strategy != "llm" or state.get("origin") != "campaign":
+        return False
+    return not (ctx.task.design_schema is not None and (state.get("proposal") or {}).get("genome"))
+
+
+def nearest(ctx: Any, proposal: dict[str, Any], code: str) -> dict[str, Any]:
+    """The past experiment of this task most like the candidate, with the similarities."""
+    mem = ready(ctx)
+    task = ctx.task.name
+    p_vec, c_vec = mem.embed([proposal_text(proposal)])[0], code_vector(code)
+    by_p = {it.id: it.similarity for it in mem.query("experiments", p_vec, K, task=task)}
+    by_c = {it.id: it.similarity for it in mem.query("code", c_vec, K, task=task)}
+    ids = sorted(set(by_p) | set(by_c))
+    for it in mem.get("experiments", ids=[i for i in ids if i not in by_p], vectors=True, task=task):
+        by_p[it.id] = cosine(p_vec, it.vector)
+    for it in mem.get("code", ids=[i for i in ids if i not in by_c], vectors=True, task=task):
+        by_c[it.id] = cosine(c_vec, it.vector)
+    scored = [(min(by_p[i], by_c[i]), i) for i in ids if i in by_p and i in by_c]  # no code: not a candidate twin
+    if not scored:
+        return {"nearest": None}
+    sim, best = min(scored, key=lambda t: (-round(t[0], 6), t[1]))
+    item = mem.get("experiments", ids=[best], task=task)[0]
+    neighbour = {**row(item, ctx.folder.id), "experiment": item.meta.get("experiment"),
+                 "campaign": item.meta.get("campaign"), "design": (item.meta.get("design") or "")[:600]}
+    if sim >= ctx.config.memory.judge_above:  # the judge's prompt needs it, and a replay too
+        code_items = mem.get("code", ids=[best], task=task)
+        neighbour["code"] = code_items[0].text[:JUDGE_CODE_CHARS] if code_items else ""
+    return {"nearest": neighbour, "similarity": round(sim, 4), "proposal": round(by_p[best], 4),
+            "code": round(by_c[best], 4)}
+
+
+def _neighbour_outcome(ctx: Any, n: dict[str, Any]) -> str:
+    if n.get("status") == "done" and n.get("score") is not None:
+        return f"scored {ctx.task.metric}={n['score']:.4g}"
+    if n.get("status") == "failed":
+        return f"failed: {(n.get('reason') or '')[:200]}"
+    return str(n.get("status"))
+
+
+def _rejection(n: dict[str, Any], layer: str, similarity: float, reason: str) -> dict[str, Any]:
+    return {"layer": layer, "neighbour": n.get("experiment"), "campaign": n.get("campaign"),
+            "similarity": similarity, "reason": reason}
+
+
+def judge(ctx: Any, state: dict[str, Any], near: dict[str, Any]) -> JudgeVerdict | None:
+    """The LLM judge's verdict; None when it gave none (then the candidate goes on)."""
+    from archlab.errors import LLMError
+    from archlab.prompts import render
+
+    from archlab.llm.schemas import for_prompt
+    from archlab.llm.window import fit_sections
+
+    context = {"task": ctx.task, "candidate": state.get("proposal") or {},
+               "code": (state.get("code") or "")[:JUDGE_CODE_CHARS],
+               "neighbour": {**near["nearest"], "code": near["nearest"].get("code", "")}, "similarity": near,
+               "schema": for_prompt(JudgeVerdict)}
+
+    def render_judge(c: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": render("judge.j2", **c)}]
+
+    ctx.guard_llm_budget()
+    try:
+        return ctx.llm.structured(None, JudgeVerdict, step=f"judge:{state.get('code_calls', 0)}",
+                                  experiment=state["experiment"],
+                                  fit=lambda budget: fit_sections(render_judge, context, (), budget, ctx.llm.model,
+                                                                  code_keys=("code",))[0])
+    except LLMError as exc:
+        ctx.ledger.event(state["experiment"], "gate.judge_failed", {"error": str(exc)[:500]})
+        return None
+
+
+def screen(ctx: Any, state: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(rejection or None, what the neighbour search found)."""
+    exp, calls = state["experiment"], state.get("code_calls", 0)
+    near = ctx.remember(exp, "novelty", calls, lambda: guarded(
+        ctx, "gate novelty", lambda: nearest(ctx, state.get("proposal") or {}, state.get("code") or ""),
+        lambda: {"nearest": None, "error": "the memory failed: novelty not checked"}))
+    n = near.get("nearest")
+    if not n:
+        return None, near
+    cfg, sim = ctx.config.memory, near["similarity"]
+    detail = f"similarity {sim:.3f} (proposal {near['proposal']:.3f}, code {near['code']:.3f})"
+    if sim >= cfg.near_duplicate:
+        return _rejection(n, "embedding", sim, f"near duplicate of {n['ref']} ({n['name']}), which {_neighbour_outcome(ctx, n)}: "
+                                               f"{detail} >= {cfg.near_duplicate}"), near
+    if sim >= cfg.judge_above and ctx.llm is not None:
+        verdict = judge(ctx, state, near)
+        if verdict is not None and verdict.same:
+            return _rejection(n, "judge", sim, f"the judge found it the same experiment as {n['ref']} ({n['name']}), "
+                                               f"which {_neighbour_outcome(ctx, n)}: {verdict.reason.strip()} [{detail}]"), near
+        if verdict is not None:
+            ctx.ledger.event(exp, "gate.judged_novel", {"layer": "judge", "neighbour": n.get("experiment"),
+                                                        "campaign": n.get("campaign"), "reason": verdict.reason})
+    return None, near
+
+# -- layer 5: the behaviour fingerprint, from the sandboxed check ---------------------------
+
+def fingerprint_layer(ctx: LabContext, state: ExperimentState, fingerprint: str) -> dict[str, Any] | None:
+    """A twin by behaviour: the duplicate's update (its result reused), or None after
+    claiming the fingerprint, found and claimed together so two parallel twins never both train."""
+    exp = state["experiment"]
+
+    def look() -> dict[str, Any]:
+        found = ctx.ledger.find_hash(exp, fingerprint=fingerprint)
+        return {"hit": hit_record(ctx, "fingerprint", found) if found is not None else None}
+
+    with gate_lock:
+        hit = ctx.remember(exp, "fingerprint", state.get("code_calls", 0), look)["hit"]
+        if hit is None:
+            ctx.ledger.update(exp, fingerprint=fingerprint)
+    return duplicate(ctx, state, hit) if hit is not None else None

@@ -8,7 +8,7 @@ from archlab.agents.state import ExperimentState, proposal_schema
 from archlab.agents.strategies import propose_offline
 from archlab.errors import LLMError
 from archlab.llm.schemas import for_prompt
-from archlab.memory import retrieval
+from archlab.agents import evidence
 from archlab.memory.vector import proposal_text
 from archlab.prompts import render
 
@@ -18,17 +18,17 @@ TRIM_ORDER = ("exemplars", "near_idea", "near_parent", "notes", "insights", "fai
 
 
 def research_view(ctx: LabContext, experiment: int, idea: str | None = None) -> dict[str, Any]:
-    """What the researcher sees (memory/retrieval.py): diverse elites, the nearest past
+    """What the researcher sees (agents/evidence.py): diverse elites, the nearest past
     experiments to the likely parent and to the idea, recent failures, insights, notes
     and code exemplars, across the workspace's memory; the ledger alone without one."""
     if isinstance(idea, str) and not idea.strip():
         idea = None
-    return retrieval.research_view(ctx, experiment, idea)
+    return evidence.research_view(ctx, experiment, idea)
 
 
 def _legacy(ctx: LabContext, view: list[int]) -> dict[str, Any]:
     """A view logged as bare ledger ids (before the vector memory)."""
-    rows = [retrieval.ledger_row(e, ctx.folder.id) for e in map(ctx.ledger.get, view) if e is not None]
+    rows = [evidence.ledger_row(e, ctx.folder.id) for e in map(ctx.ledger.get, view) if e is not None]
     return {"sections": {"elites": [r["id"] for r in rows if r["status"] == "done"],
                          "failures": [r["id"] for r in rows if r["status"] == "failed"]},
             "items": {r["id"]: r for r in rows}}
@@ -51,7 +51,7 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         view = _legacy(ctx, view)
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
-                             "exemplars")} | retrieval.sections(view)
+                             "exemplars")} | evidence.sections(view)
     schema = proposal_schema(ctx.task)
     context = {"task": ctx.task, "metric": ctx.task.metric, "direction": "higher" if ctx.task.higher_is_better
                else "lower", **shown, "rejections": rejections, "schema": for_prompt(schema)}
@@ -63,7 +63,7 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
                                    TRIM_ORDER, budget, ctx.llm.model)
         return messages
 
-    view = retrieval.ids(view)
+    view = evidence.ids(view)
     ctx.guard_llm_budget()
     try:
         answer = ctx.llm.structured(None, schema, step=f"research:{attempt}", experiment=exp, fit=fit)

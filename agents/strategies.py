@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from archlab.agents.context import LabContext
-from archlab.memory.novelty import avoid_failures
+from archlab.agents.evidence import avoid_failures
 
 
 def _population(ctx: LabContext, experiment: int, attempt: int) -> list[SimpleNamespace]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.agents.context import LabContext
-from archlab.agents.gate import gate_lock, duplicate, hit_record
+from archlab.agents.gate import fingerprint_layer
 from archlab.agents.state import ExperimentState
 from archlab.sandbox.base import JobResult
 
@@ -74,18 +74,11 @@ def check(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     if not result.ok:
         return _failure(ctx, state, "check", result)
     report = result.result or {}
-    fingerprint, exp = report.get("fingerprint"), state["experiment"]
-    if fingerprint:
-        def look() -> dict[str, Any]:
-            found = ctx.ledger.find_hash(exp, fingerprint=fingerprint)
-            return {"hit": hit_record(ctx, "fingerprint", found) if found is not None else None}
-
-        with gate_lock:  # find and claim together: two parallel twins must not both train
-            hit = ctx.remember(exp, "fingerprint", state.get("code_calls", 0), look)["hit"]
-            if hit is None:
-                ctx.ledger.update(exp, fingerprint=fingerprint)
-        if hit is not None:
-            return duplicate(ctx, state, hit)
+    fingerprint = report.get("fingerprint")
+    if fingerprint:  # the gate's last layer: a twin by behaviour reuses its result
+        twin = fingerprint_layer(ctx, state, fingerprint)
+        if twin is not None:
+            return twin
     return {"check": report}
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from archlab.agents.context import LabContext
 from archlab.config import Config
 from archlab.errors import ArchlabError, BudgetExceeded, ConfigError, ModelUnavailable
-from archlab.folder import CampaignFolder
+from archlab.campaign_folder import CampaignFolder
 from archlab.memory.ledger import FINISHED, IN_FLIGHT, Ledger
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -169,7 +169,7 @@ class Campaign:
             return
         try:
             if memory.url and self.ctx.recorded is None:
-                from archlab.memory.retrieval import guarded
+                from archlab.agents.evidence import guarded
 
                 guarded(self.ctx, "team memory sync", lambda: memory.sync(self.folder.root, self.ledger), int)
         finally:

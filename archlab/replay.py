@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from archlab.errors import ArchlabError, LLMError
-from archlab.folder import CampaignFolder
+from archlab.campaign_folder import CampaignFolder
 from archlab.memory.ledger import IN_FLIGHT, Experiment, Ledger
 from archlab.sandbox.base import JobResult
 

@@ -295,7 +295,7 @@ def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, str | None
 
 def evaluate(data: list[dict[str, Any]], fps: dict[str, str | None], near: float) -> dict[str, list]:
     from archlab.memory.embeddings import code_vector, cosine
-    from archlab.memory.fingerprint import ast_hash, text_hash
+    from archlab.code_hashes import ast_hash, text_hash
 
     for p in data:
         a, b = p["a"], p["b"]
@@ -412,7 +412,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from archlab.memory.embeddings import code_vector
-    from archlab.memory.fingerprint import ast_hash, text_hash
+    from archlab.code_hashes import ast_hash, text_hash
 
     srcs = sources(args.nb201, args.lm)
     data = pairs(srcs)

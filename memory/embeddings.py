@@ -9,7 +9,7 @@ A spec names the text embedder (config `[memory] embeddings`):
   anything else     a local sentence-transformers model folder.
 
 Code gets its own structural vector (`code_vector`): signed feature hashing of
-n-grams of the canonical AST token stream (memory/fingerprint.py), so renamed
+n-grams of the canonical AST token stream (archlab/code_hashes.py), so renamed
 or reformatted copies embed alike whatever text model is configured.
 
 Loading sentence-transformers costs seconds of imports: it happens lazily, once
@@ -260,7 +260,7 @@ CODE_KEY = f"ast{CODE_DIM}"
 def code_tokens(code: str) -> tuple[str, ...]:
     """The canonical AST token stream (names, comments and formatting gone; shared
     with the AST hash through its cache); the raw words when the code does not parse."""
-    from archlab.memory.fingerprint import canonical_tokens
+    from archlab.code_hashes import canonical_tokens
 
     try:
         return canonical_tokens(code)

@@ -240,7 +240,7 @@ class VectorMemory:
     def sync_workspace(self, workspace: Path, task: str | None = None,
                        kinds: Sequence[str] = ("experiments", "code", "insights")) -> int:
         """Index every campaign of a workspace (once per campaign and process is cheap after)."""
-        from archlab.folder import list_campaigns
+        from archlab.campaign_folder import list_campaigns
 
         total = 0
         for folder in list_campaigns(Path(workspace)):

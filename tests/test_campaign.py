@@ -116,7 +116,7 @@ def test_hostile_candidates_are_contained_and_recorded(tmp_path, nb201_table, mo
     cfg = config(tmp_path, nb201_table, sandbox={"check_wall_s": 3, "memory_mb": 512})
     path = tmp_path / "bad.py"
     path.write_text(code)
-    from archlab.single import eval_file
+    from archlab.single_candidate import eval_file
 
     row = eval_file(cfg, path)
     assert row.status == "failed"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from archlab.chat import RETRIEVAL_BANNER, Analyst
-from archlab.chat_tools import Lab, call_tool
+from archlab.analysis.chat import RETRIEVAL_BANNER, ChatAnalyst
+from archlab.analysis.chat_tools import Lab, call_tool
 from archlab.memory.ledger import Ledger
 
 _BUILT: dict[str, tuple[Path, str]] = {}
@@ -78,7 +78,7 @@ def test_scripted_analyst_answers_through_its_tools(ws, tmp_path):
         {"step": "chat:1:1", "response": "Single runs: no seeds, so no test."},
     ]}))
     lab = Lab(ws, cid)
-    analyst = Analyst(lab, f"scripted/{script}")
+    analyst = ChatAnalyst(lab, f"scripted/{script}")
     first = analyst.ask("Which candidate has the best test accuracy, and how does its code differ from the runner-up?")
     assert first.mode == "llm" and first.text.startswith(f"#{top.id}")
     assert [c["name"] for c in first.tool_calls] == ["leaderboard", "show_experiment", "diff_code"]
@@ -92,7 +92,7 @@ def test_scripted_analyst_answers_through_its_tools(ws, tmp_path):
 
     # a second session on the same campaign continues the conversation from its checkpoint
     analyst.close()
-    again = Analyst(Lab(ws, cid), f"scripted/{script}")
+    again = ChatAnalyst(Lab(ws, cid), f"scripted/{script}")
     second_turn = again.ask(f"Is #{top.id} really better than #{second.id}? Where does #{child.id} come from?")
     calls = {c["name"]: c["result"] for c in second_turn.tool_calls}
     assert calls["compare"]["test"] is None and "no seeds" in calls["compare"]["note"]
@@ -117,7 +117,7 @@ def test_scripted_analyst_answers_through_its_tools(ws, tmp_path):
 def test_retrieval_mode_names_the_best_experiment_and_why(ws):
     ws, cid = ws
     best = ranked(ws, cid)[0]
-    answer = Analyst(Lab(ws, cid), None).ask("Which experiment is best and why?")
+    answer = ChatAnalyst(Lab(ws, cid), None).ask("Which experiment is best and why?")
     lines = answer.text.splitlines()
     assert answer.mode == "retrieval" and lines[0] == RETRIEVAL_BANNER
     assert f"Best: #{best.id} {best.name} ({best.origin}), val_acc = {best.score:.4g}" in answer.text
@@ -189,7 +189,7 @@ def test_cli_one_shot_retrieval_and_report(ws):
     import typer
     from typer.testing import CliRunner
 
-    from archlab import chat_cli
+    from archlab.cli import chat as chat_cli
 
     ws, cid = ws
     app = typer.Typer()
@@ -230,7 +230,7 @@ def test_malformed_tool_calls_go_back_to_the_model_as_errors(ws, tmp_path):
         {"step": "chat:0:1", "response": "Sorry: the leaderboard, properly this time.", "tool_calls": [
             {"name": "leaderboard", "arguments": {"limit": 2}}]},
         {"step": "chat:0:2", "response": "The best is at the top."}])
-    answer = Analyst(Lab(ws, cid), model).ask("Which experiment is best?")
+    answer = ChatAnalyst(Lab(ws, cid), model).ask("Which experiment is best?")
     errors = [c["result"]["error"] for c in answer.tool_calls[:3]]
     assert "must be a JSON object" in errors[0] and "not JSON" in errors[1] and "unknown tool 'drop_table'" in errors[2]
     assert answer.tool_calls[3]["result"]["boards"][0]["rows"] and answer.text == "The best is at the top."
@@ -262,7 +262,7 @@ def test_a_tool_call_written_as_text_is_run_never_shown(ws, tmp_path, written):
     ws, cid = ws
     model = chat_script(tmp_path, [{"step": "chat:0:0", "response": written},
                                    {"step": "chat:0:1", "response": "Here is the top 2."}])
-    answer = Analyst(Lab(ws, cid), model).ask("top 2?")
+    answer = ChatAnalyst(Lab(ws, cid), model).ask("top 2?")
     assert [c["name"] for c in answer.tool_calls] == ["leaderboard"]
     assert len(answer.tool_calls[0]["result"]["boards"][0]["rows"]) == 2
     assert answer.text == "Here is the top 2." and "tool_call" not in answer.text
@@ -272,7 +272,7 @@ def test_an_unknown_tool_written_as_text_is_refused_not_answered(ws, tmp_path):
     ws, cid = ws
     model = chat_script(tmp_path, [{"step": "chat:0:0", "response": '{"name": "shell", "arguments": {"cmd": "ls"}}'},
                                    {"step": "chat:0:1", "response": "I cannot run shell commands."}])
-    answer = Analyst(Lab(ws, cid), model).ask("list files")
+    answer = ChatAnalyst(Lab(ws, cid), model).ask("list files")
     assert "unknown tool 'shell'" in answer.tool_calls[0]["result"]["error"]
     assert answer.text == "I cannot run shell commands."
 
@@ -280,7 +280,7 @@ def test_an_unknown_tool_written_as_text_is_refused_not_answered(ws, tmp_path):
 def cli_app():
     import typer
 
-    from archlab import chat_cli
+    from archlab.cli import chat as chat_cli
 
     app = typer.Typer()
     app.command()(chat_cli.chat)
@@ -311,7 +311,7 @@ def test_a_model_without_native_tools_uses_json_actions(ws, tmp_path):
     model = chat_script(tmp_path, [
         {"step": "chat:0:0", "response": {"action": "leaderboard", "arguments": {"limit": 1}, "answer": ""}},
         {"step": "chat:0:1", "response": {"action": "answer", "arguments": {}, "answer": f"#{best.id} is best."}}])
-    analyst = Analyst(Lab(ws, cid), model, settings=LLMConfig(tools="json"))
+    analyst = ChatAnalyst(Lab(ws, cid), model, settings=LLMConfig(tools="json"))
     answer = analyst.ask("Which experiment is best?")
     assert answer.tool_calls[0]["result"]["boards"][0]["rows"][0]["id"] == best.id
     assert answer.text == f"#{best.id} is best."

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from archlab.memory.fingerprint import CodeHashes, ast_hash, hashes, text_hash
+from archlab.code_hashes import CodeHashes, ast_hash, hashes, text_hash
 
 MIXER = '''"""Causal token mixer: depthwise conv + gated linear attention."""
 import torch

@@ -15,7 +15,7 @@ import pytest
 
 from archlab.campaign import Campaign
 from archlab.config import load_config
-from archlab.memory.fingerprint import ast_hash, text_hash
+from archlab.code_hashes import ast_hash, text_hash
 from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
 from test_llm_campaign import proposal as proposal_with_genome
 
@@ -116,7 +116,7 @@ def test_nb201_fingerprint_equal_for_reordered_terms_and_dead_code(tmp_path, nb2
 
 def test_eval_of_a_reordered_copy_trains_once(tmp_path, nb201_table):
     """The check step refuses a fingerprint seen before: the copy reuses the first result."""
-    from archlab.single import eval_file
+    from archlab.single_candidate import eval_file
 
     cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path / "runs"),
                                                "task": {"name": "nb201", "table": str(nb201_table)}})

@@ -16,7 +16,7 @@ import sys
 HAMMER = r"""
 import gc, sys, threading
 from pathlib import Path
-from archlab.memory.fingerprint import hashes
+from archlab.code_hashes import hashes
 from archlab.tasks import get_task
 
 code = Path(sys.argv[1]).read_text()
@@ -53,7 +53,7 @@ sys.exit(1 if errors else 0)
 
 
 def test_code_hashes_from_many_threads_never_crash():
-    from archlab.memory import fingerprint
+    from archlab import code_hashes as fingerprint
 
     res = subprocess.run([sys.executable, "-c", HAMMER, fingerprint.__file__], capture_output=True, text=True,
                          timeout=300)

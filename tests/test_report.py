@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from archlab.folder import CampaignFolder
+from archlab.campaign_folder import CampaignFolder
 from archlab.memory.ledger import Ledger
-from archlab.report import build_report
+from archlab.analysis.report import build_report
 from test_chat import copy_workspace, ranked, shared_campaign
 
 PNG = b"\x89PNG\r\n\x1a\n"

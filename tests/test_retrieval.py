@@ -11,8 +11,8 @@ from archlab.agents.researcher import research_view
 from archlab.agents.state import proposal_schema
 from archlab.campaign import Campaign
 from archlab.config import load_config
-from archlab.memory import retrieval
-from archlab.memory.retrieval import mmr
+from archlab.agents import evidence as retrieval
+from archlab.agents.evidence import mmr
 from archlab.memory.vector import Item
 from archlab.prompts import render
 from archlab.llm.schemas import for_prompt

@@ -278,7 +278,7 @@ def test_status_without_an_engine_says_so(monkeypatch):
 def test_cli_status_and_build_when_current(runner_image):
     from typer.testing import CliRunner
 
-    from archlab.sandbox.cli import app
+    from archlab.cli.sandbox import app
 
     status = CliRunner().invoke(app, ["status"])
     assert status.exit_code == 0 and runner_image in status.output

@@ -126,7 +126,7 @@ def test_lesson_is_the_analysts_last_line():
 def test_memory_cli_add_stats_search(tmp_path, offline_campaign):
     from typer.testing import CliRunner
 
-    from archlab.memory_cli import app
+    from archlab.cli.memory import app
 
     ws = str(offline_campaign.folder.root.parent)
     env = {"ARCHLAB_MEMORY_EMBEDDINGS": "hash"}
@@ -149,7 +149,7 @@ def test_memory_cli_add_stats_search(tmp_path, offline_campaign):
 
 
 def test_memory_cli_imports_nothing_heavy():
-    code = ("import sys, archlab.memory_cli; heavy = [m for m in ('chromadb', 'torch', 'sentence_transformers', "
+    code = ("import sys, archlab.cli.memory; heavy = [m for m in ('chromadb', 'torch', 'sentence_transformers', "
             "'litellm') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

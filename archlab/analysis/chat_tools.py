@@ -17,8 +17,8 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from archlab.errors import ArchlabError
-from archlab.reading import CampaignView, open_campaigns
-from archlab.stats import seed_values, welch
+from archlab.analysis.campaign_reader import CampaignReader, open_campaigns
+from archlab.analysis.stats import seed_values, welch
 
 MAX_CODE = 6000
 STOP = frozenset("the and for with what which why how does did was were are is this that from into have has "
@@ -43,7 +43,7 @@ class Lab:
             return next(iter(self.views.values())).folder.root
         return self.workspace / "chat"
 
-    def view(self, campaign: str | None) -> CampaignView:
+    def view(self, campaign: str | None) -> CampaignReader:
         if campaign is None:
             if len(self.views) == 1:
                 return next(iter(self.views.values()))
@@ -57,10 +57,10 @@ class Lab:
         raise ArchlabError(f"no campaign {campaign!r}; known: {', '.join(self.views)}"
                            + (f" (did you mean {close[0]}?)" if close else ""))
 
-    def scope(self, campaign: str | None) -> list[CampaignView]:
+    def scope(self, campaign: str | None) -> list[CampaignReader]:
         return [self.view(campaign)] if campaign is not None else list(self.views.values())
 
-    def experiment(self, campaign: str | None, exp_id: int) -> tuple[CampaignView, Any]:
+    def experiment(self, campaign: str | None, exp_id: int) -> tuple[CampaignReader, Any]:
         view = self.view(campaign)
         e = view.get(exp_id)
         if e is None:
@@ -72,7 +72,7 @@ class Lab:
             v.refresh()
 
 
-def brief(view: CampaignView, e: Any) -> dict[str, Any]:
+def brief(view: CampaignReader, e: Any) -> dict[str, Any]:
     """One experiment in a line: what a tool result lists."""
     row: dict[str, Any] = {"campaign": view.id, "id": e.id, "name": e.name, "origin": e.origin,
                            "status": e.status, "parent": e.parent}
@@ -287,7 +287,7 @@ class PlotArgs(CampaignArg):
 
 def plot(lab: Lab, a: PlotArgs) -> dict[str, Any]:
     """Draw a figure and save it as a PNG; returns its path."""
-    from archlab import plots
+    from archlab.analysis import plots
 
     view = lab.view(a.campaign)
     metric = a.metric or view.metric

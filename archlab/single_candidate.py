@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from archlab.config import Config
-from archlab.folder import CampaignFolder
+from archlab.campaign_folder import CampaignFolder
 
 
 @dataclass
@@ -44,7 +44,7 @@ def eval_folder(config: Config) -> CampaignFolder:
 
 def check_file(config: Config, path: Path) -> Verdict:
     from archlab.campaign import backend_options
-    from archlab.memory.fingerprint import hashes
+    from archlab.code_hashes import hashes
     from archlab.memory.ledger import Ledger
     from archlab.sandbox import get_backend
     from archlab.tasks import get_task

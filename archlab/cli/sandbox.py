@@ -42,5 +42,5 @@ def status() -> None:
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":  # `python -m archlab.sandbox.cli build --offline` (CI, before the CLI mounts it)
+if __name__ == "__main__":  # `python -m archlab.cli.sandbox build --offline` (CI, before the CLI mounts it)
     app()

@@ -3,7 +3,7 @@
     START ─▶ agent ─▶ tools ─▶ agent ─▶ … ─▶ END      (agent ends the turn when it calls no tool)
 
 The agent node calls the model through litellm with the tools of
-archlab/chat_tools.py; the tool node runs the calls it asked for. The
+archlab/analysis/chat_tools.py; the tool node runs the calls it asked for. The
 conversation is checkpointed (SQLite) per campaign, or per workspace when the
 chat spans all campaigns, so it goes on across invocations. Every model call
 is a line in llm.jsonl, in the LLMClient's record format, at step
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
-from archlab.chat_model import ToolModel
-from archlab.chat_tools import Lab, call_tool, tool_schemas
+from archlab.analysis.chat_model import ToolModel
+from archlab.analysis.chat_tools import Lab, call_tool, tool_schemas
 
 RETRIEVAL_BANNER = "[retrieval mode: no model configured — this is not an LLM answer]"
 MAX_TOOL_RESULT = 12000
@@ -54,7 +54,7 @@ def _well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_chat_graph(analyst: "Analyst") -> Any:
+def build_chat_graph(analyst: "ChatAnalyst") -> Any:
     from langgraph.graph import END, START, StateGraph
 
     def agent(state: ChatState) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def build_chat_graph(analyst: "Analyst") -> Any:
     return g
 
 
-class Analyst:
+class ChatAnalyst:
     """A conversation with the analyst over `lab`; with model None, the retrieval mode."""
 
     def __init__(self, lab: Lab, model: str | None = None, *, session: str = "default", temperature: float = 0.2,
@@ -180,7 +180,7 @@ class Analyst:
 
 def _call_key(tc: dict[str, Any]) -> tuple[str, str]:
     """A call as its tool sees it (defaults filled in), so `limit=8` spelled out is the same call."""
-    from archlab.chat_tools import TOOLS
+    from archlab.analysis.chat_tools import TOOLS
 
     name, args = tc["function"]["name"], _loads(tc["function"]["arguments"])
     try:
@@ -287,4 +287,4 @@ def _why(view: Any, best: Any, ranked: list[Any]) -> list[str]:
     return out
 
 
-__all__ = ["Analyst", "Answer", "RETRIEVAL_BANNER", "ToolModel", "build_chat_graph", "retrieval_answer"]
+__all__ = ["ChatAnalyst", "Answer", "RETRIEVAL_BANNER", "ToolModel", "build_chat_graph", "retrieval_answer"]

@@ -1,4 +1,4 @@
-"""The `chat` and `report` commands, for archlab/cli.py to register:
+"""The `chat` and `report` commands, for archlab/cli/commands.py to register:
 
     app.command()(chat_cli.chat)
     app.command()(chat_cli.report)
@@ -13,9 +13,9 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from archlab.cli_common import CONFIG, WORKSPACE, console
-from archlab.cli_common import fail as _fail
-from archlab.cli_common import out as stdout
+from archlab.cli.common import CONFIG, WORKSPACE, console
+from archlab.cli.common import fail as _fail
+from archlab.cli.common import out as stdout
 
 EXIT_WORDS = ("exit", "quit", ":q", "bye")
 
@@ -48,8 +48,8 @@ def chat(
 
     cfg = _settings(config, workspace, model)
     try:
-        from archlab.chat import Analyst
-        from archlab.chat_tools import Lab
+        from archlab.analysis.chat import ChatAnalyst
+        from archlab.analysis.chat_tools import Lab
 
         lab = Lab(cfg.workspace, campaign, memory=_memory(cfg))
         llm = cfg.llm.model_dump()
@@ -57,7 +57,7 @@ def chat(
             own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
             if own.get("model") and not str(own["model"]).startswith("scripted/"):
                 llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
-        analyst = Analyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
+        analyst = ChatAnalyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
                           settings=cfg.llm)
     except ArchlabError as exc:
         _fail(str(exc))
@@ -132,8 +132,8 @@ def report(
 ) -> None:
     """Write a Markdown and HTML report with plots: leaderboard, progress, spend, gate savings, failures."""
     from archlab.errors import ArchlabError
-    from archlab.folder import CampaignFolder
-    from archlab.report import build_report
+    from archlab.campaign_folder import CampaignFolder
+    from archlab.analysis.report import build_report
 
     cfg = _settings(config, workspace, None)
     try:

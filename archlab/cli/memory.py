@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import typer
 
-from archlab.cli_common import CONFIG, WORKSPACE, console, out
+from archlab.cli.common import CONFIG, WORKSPACE, console, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="The workspace's vector memory: past experiments, the analyst's lessons, your notes.")

@@ -12,8 +12,8 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="archlab: an autonomous lab for neural-architecture research.")
-from archlab.cli_common import CONFIG, WORKSPACE, console, out
-from archlab.cli_common import fail as _fail
+from archlab.cli.common import CONFIG, WORKSPACE, console, out
+from archlab.cli.common import fail as _fail
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def _guard(fn: Any) -> Any:
 
 
 def _drive(campaign: Any, quiet: bool) -> None:
-    from archlab.progress import live_progress
+    from archlab.cli.progress import live_progress
 
     _header(campaign)
     try:
@@ -135,7 +135,7 @@ def _drive(campaign: Any, quiet: bool) -> None:
 
 
 def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
-    from archlab.views import leaderboard, render_leaderboard
+    from archlab.analysis.leaderboard import leaderboard, render_leaderboard
 
     board = leaderboard(ledger, task.metric, task.higher_is_better, task.report_metric, limit=15)
     counts = ledger.counts()
@@ -151,10 +151,10 @@ def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
     """List the campaigns of the workspace."""
     from rich.table import Table
 
-    from archlab.folder import list_campaigns
+    from archlab.campaign_folder import list_campaigns
     from archlab.memory.ledger import Ledger
     from archlab.tasks import get_task
-    from archlab.views import leaderboard
+    from archlab.analysis.leaderboard import leaderboard
 
     ws = _config(config, workspace=workspace).workspace
     table = Table(title=f"campaigns in {ws}")
@@ -183,10 +183,10 @@ def show(
     """Leaderboard, counts and spend of a campaign, or one experiment in full."""
     from rich.markup import escape
 
-    from archlab.folder import CampaignFolder
+    from archlab.campaign_folder import CampaignFolder
     from archlab.memory.ledger import Ledger
     from archlab.tasks import get_task
-    from archlab.views import campaign_json
+    from archlab.analysis.leaderboard import campaign_json
 
     ws = _config(config, workspace=workspace).workspace
     folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
@@ -239,7 +239,7 @@ def check(
     workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
 ) -> None:
     """Gate and check one candidate (no training); exit 1 when it is rejected."""
-    from archlab.single import check_file
+    from archlab.single_candidate import check_file
 
     cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
     verdict = _guard(lambda: check_file(cfg, file))
@@ -256,7 +256,7 @@ def eval_(
     workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
 ) -> None:
     """Check and train one user-written candidate and record it in the workspace."""
-    from archlab.single import eval_file
+    from archlab.single_candidate import eval_file
 
     cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
     row = _guard(lambda: eval_file(cfg, file))
@@ -284,7 +284,7 @@ def replay(
 
     ws = _config(config, workspace=workspace).workspace
     if show_timeline:
-        from archlab.folder import CampaignFolder
+        from archlab.campaign_folder import CampaignFolder
 
         folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
         for line in timeline(folder):
@@ -309,16 +309,16 @@ def doctor(config: Optional[Path] = CONFIG) -> None:
     """What this machine has for archlab, and what is missing."""
     from rich.markup import escape
 
-    from archlab.doctor import checks
+    from archlab.cli.doctor import checks
 
     cfg = _config(config)
     for ok, name, detail in checks(cfg):
         out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {escape(detail)}")
 
 
-from archlab import chat_cli  # noqa: E402  (cheap: typer and rich only)
-from archlab import memory_cli  # noqa: E402  (cheap: typer and rich only)
-from archlab.sandbox.cli import app as sandbox_app  # noqa: E402
+from archlab.cli import chat as chat_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab.cli import memory as memory_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab.cli.sandbox import app as sandbox_app  # noqa: E402
 
 app.command()(chat_cli.chat)
 app.command()(chat_cli.report)

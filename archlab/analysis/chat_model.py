@@ -139,7 +139,7 @@ class ToolModel:
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, step: str) -> dict[str, Any]:
         """`tools` None: the model must answer in words now (the last round, or it went in circles)."""
-        from archlab.chat_tools import TOOLS
+        from archlab.analysis.chat_tools import TOOLS
 
         if not self.native:
             return self._json_action(messages, tools or [], step)
@@ -167,7 +167,7 @@ class ToolModel:
 
         # Every fact of an answer comes from a tool result: a turn's first step is a lookup.
         # With no tools left (the last round), the only action is to answer.
-        from archlab.chat_tools import tool_schemas
+        from archlab.analysis.chat_tools import tool_schemas
 
         last_question = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
         looked_up = any(m.get("role") == "tool" for m in messages[last_question:])

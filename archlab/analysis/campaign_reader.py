@@ -9,20 +9,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from archlab.folder import CampaignFolder, list_campaigns
+from archlab.campaign_folder import CampaignFolder, list_campaigns
 from archlab.memory.ledger import Experiment, Ledger
-from archlab.stats import Interval, higher_is_better, mean_ci, seed_values
+from archlab.analysis.stats import Interval, higher_is_better, mean_ci, seed_values
 
 
 @dataclass
-class CampaignView:
+class CampaignReader:
     folder: CampaignFolder
     ledger: Ledger
     config: dict[str, Any]
     task: Any  # TaskPack: metric, report_metric, higher_is_better
 
     @classmethod
-    def open(cls, folder: CampaignFolder) -> "CampaignView":
+    def open(cls, folder: CampaignFolder) -> "CampaignReader":
         from archlab.tasks import get_task
 
         config = folder.read_config()
@@ -208,8 +208,8 @@ def llm_spend(path: Path, prefix: str | None = None) -> dict[str, float]:
     return out
 
 
-def open_campaigns(workspace: Path, campaign: str | None = None) -> list[CampaignView]:
+def open_campaigns(workspace: Path, campaign: str | None = None) -> list[CampaignReader]:
     """One campaign (by id or folder), or every campaign of the workspace."""
     if campaign:
-        return [CampaignView.open(CampaignFolder.open(Path(workspace), campaign))]
-    return [CampaignView.open(f) for f in list_campaigns(Path(workspace))]
+        return [CampaignReader.open(CampaignFolder.open(Path(workspace), campaign))]
+    return [CampaignReader.open(f) for f in list_campaigns(Path(workspace))]

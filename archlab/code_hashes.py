@@ -1,4 +1,5 @@
-"""Fingerprints of candidate code for the dedup gate, cheapest first.
+"""The static hashes of candidate code, the gate's first two layers (agents/gate.py
+holds the whole cascade), and the canonical tokens the code embedder reads.
 
 1. `text_hash`: whitespace-normalised text. Unlike a hash that deletes all
    whitespace (NNGPT/LEMUR), indentation is kept as a depth, so moving a
@@ -8,11 +9,9 @@
    comprehension targets, nested defs) are gone; the interface stays: top-level
    and class-level names, attributes, imports, builtins, call keywords,
    keyword-only parameters, constants with their type.
-3. The behaviour fingerprint (seeded init + fixed probe input -> hash of
-   rounded outputs) needs the candidate to run, so it is computed inside the
-   sandbox's check step and lives with the task harness, not here.
 
-Stdlib only: the gate calls this for every candidate before any compute.
+The behaviour fingerprint needs the candidate to run: the task harness computes it
+in the sandbox's check step. Stdlib only: this runs for every candidate before any compute.
 """
 from __future__ import annotations
 

@@ -1,16 +1,20 @@
-"""What the agents are shown from memory.
+"""What an agent is shown: the evidence, assembled on the agents' side from the
+ledger and the vector memory (memory/ only stores and searches).
 
 A view is plain JSON: {"sections": {name: [ids]}, "items": {id: row}}. It is
 logged through ctx.remember, so a resume or a replay rebuilds the same prompt
 from the log, whatever the memory holds by then. Retrieval is deterministic for
 the same memory contents (ids break every tie), and diversity-aware: maximal
 marginal relevance picks k items that are relevant and unlike each other, not
-k members of one family.
+k members of one family. The offline strategies' failure avoidance (not
+re-proposing a near neighbour of a failed candidate) draws on the same memory.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
+from archlab.memory.embeddings import code_vector
 from archlab.memory.vector import Item, VectorMemory, proposal_text, task_setting, where
 
 SHOW = {"elites": 5, "near_parent": 4, "near_idea": 4, "failures": 5, "insights": 5, "notes": 3, "exemplars": 3}
@@ -245,3 +249,75 @@ def analyst_view(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[st
 
     out["neighbours"] = guarded(ctx, "analyst neighbours", neighbours, list)
     return _view(out)
+
+
+# -- offline strategies: not re-proposing near neighbours of failures -------------------------
+
+MAX_REDRAWS = 5
+_elsewhere: dict[tuple[str, str, str], bool] = {}
+
+
+def _failures_elsewhere(ctx: Any) -> bool:
+    """Whether another campaign of the workspace on this task has a failure with code
+    (read from the ledgers once per process: cheap, and no vector store opened)."""
+    import sqlite3
+
+    from archlab.folder import list_campaigns
+
+    root = ctx.folder.root
+    key = (str(root.parent), ctx.task.name, root.name)
+    if key not in _elsewhere:
+        found = False
+        for folder in list_campaigns(root.parent):
+            if folder.root == root or not folder.ledger.exists():
+                continue
+            try:
+                if json.loads(folder.config.read_text()).get("task", {}).get("name") != ctx.task.name:
+                    continue
+                with sqlite3.connect(f"file:{folder.ledger}?mode=ro", uri=True) as db:
+                    found = db.execute("SELECT 1 FROM experiments WHERE status = 'failed' AND code_path IS NOT NULL "
+                                       "LIMIT 1").fetchone() is not None
+            except (OSError, ValueError, sqlite3.Error):
+                continue
+            if found:
+                break
+        _elsewhere[key] = found
+    return _elsewhere[key]
+
+
+def near_failure(ctx: Any, code: str) -> dict[str, Any] | None:
+    """The failed experiment whose code is closest to `code`, when within `avoid_failures`."""
+    mem = ready(ctx, ("code",))
+    hits = mem.query("code", code_vector(code), 1, {"status": "failed"}, task=ctx.task.name)
+    if hits and (hits[0].similarity or 0.0) >= ctx.config.memory.avoid_failures:
+        return {"ref": row(hits[0], ctx.folder.id)["ref"], "similarity": hits[0].similarity}
+    return None
+
+
+def avoid_failures(ctx: Any, experiment: int, attempt: int, genome: dict[str, Any],
+                   redraw: Any) -> tuple[dict[str, Any], list[str]]:
+    """Redraw (up to MAX_REDRAWS times, with its own seeded stream) a genome whose
+    code is a near neighbour of a failure. The scan is logged through ctx.remember;
+    the redraws are repeated from it, so a replay needs no memory."""
+    if ctx.memory is None:
+        return genome, []
+
+    def scan() -> dict[str, Any]:
+        here = any(e.code_path for e in ctx.ledger.experiments(status=["failed"]))
+        if not (here or ctx.memory.url or _failures_elsewhere(ctx)):
+            return {"skipped": []}  # no failure anywhere: the vector store is not even opened
+        rng, g, skipped = ctx.rng(experiment, "redraw", attempt), genome, []
+        for _ in range(MAX_REDRAWS):
+            hit = near_failure(ctx, ctx.task.space.render(g))
+            if hit is None:
+                break
+            skipped.append(f"{hit['ref']} at {hit['similarity']:.3f}")
+            g = redraw(rng)
+        return {"skipped": skipped}
+
+    skipped = ctx.remember(experiment, "avoid", attempt,
+                           lambda: guarded(ctx, "failure avoidance", scan, lambda: {"skipped": []}))["skipped"]
+    rng = ctx.rng(experiment, "redraw", attempt)
+    for _ in skipped:
+        genome = redraw(rng)
+    return genome, list(skipped)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.folder import CampaignFolder
-from archlab.reading import CampaignView
+from archlab.campaign_folder import CampaignFolder
+from archlab.analysis.campaign_reader import CampaignReader
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"list"|"table"|"img"|"code", payload)
 TOP_CURVES = 3
@@ -26,8 +26,8 @@ class Report:
     images: list[Path] = field(default_factory=list)
 
 
-def build_report(campaign: CampaignView | CampaignFolder, out: Path | None = None) -> Report:
-    view = campaign if isinstance(campaign, CampaignView) else CampaignView.open(campaign)
+def build_report(campaign: CampaignReader | CampaignFolder, out: Path | None = None) -> Report:
+    view = campaign if isinstance(campaign, CampaignReader) else CampaignReader.open(campaign)
     out = Path(out) if out else view.folder.root / "report"
     out.mkdir(parents=True, exist_ok=True)
     blocks, images = _blocks(view, out)
@@ -45,8 +45,8 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _blocks(view: CampaignView, out: Path) -> tuple[list[Block], list[Path]]:
-    from archlab import plots
+def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
+    from archlab.analysis import plots
 
     m, higher = view.metric, view.higher
     cfg, counts = view.config, view.ledger.counts()
@@ -146,7 +146,7 @@ def _blocks(view: CampaignView, out: Path) -> tuple[list[Block], list[Path]]:
     return b, images
 
 
-def _reported(view: CampaignView, e: Any) -> str:
+def _reported(view: CampaignReader, e: Any) -> str:
     rm = view.task.report_metric
     if rm == view.metric:
         return ""
@@ -154,7 +154,7 @@ def _reported(view: CampaignView, e: Any) -> str:
     return f", {rm} = {_fmt(v)}" if v is not None else ""
 
 
-def _leaderboard(view: CampaignView, limit: int = 15) -> list[Block]:
+def _leaderboard(view: CampaignReader, limit: int = 15) -> list[Block]:
     m, rm = view.metric, view.task.report_metric
     ranked = view.ranked()
     seeded = any(view.interval(e) for e in ranked)
@@ -176,8 +176,8 @@ def _leaderboard(view: CampaignView, limit: int = 15) -> list[Block]:
     return out
 
 
-def _curves(view: CampaignView, out: Path, images: list[Path]) -> list[Block]:
-    from archlab import plots
+def _curves(view: CampaignReader, out: Path, images: list[Path]) -> list[Block]:
+    from archlab.analysis import plots
 
     top = [e for e in view.ranked(origin=("campaign",)) if view.curves(e)][:TOP_CURVES]
     baselines = [e for e in view.ranked(origin=("baseline",)) if view.curves(e)]

@@ -1,0 +1,3 @@
+from archlab.cli.commands import main
+
+main()
