@@ -88,9 +88,6 @@ class LabContext:
 
     def best(self, exclude: int | None = None, origin: tuple[str, ...] | None = None) -> Any:
         """The best evaluated experiment by the task's metric."""
-        rows = [e for e in self.ledger.experiments(status=["done"], origin=origin)
-                if e.score is not None and e.id != exclude]
-        if not rows:
-            return None
-        key = (lambda e: e.score) if self.task.higher_is_better else (lambda e: -e.score)
-        return max(rows, key=key)
+        rows = [e for e in self.ledger.experiments(status=["done"], origin=origin) if e.id != exclude]
+        ranked = self.task.ranked(rows, tiebreak=lambda e: e.id)
+        return ranked[0] if ranked else None

@@ -108,11 +108,11 @@ def sections(view: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {name: [items[i] for i in section if i in items] for name, section in view.get("sections", {}).items()}
 
 
-def _ranked(done: list[Item], higher_is_better: bool, campaign: str) -> list[Item]:
-    """Best first; on a tie this campaign's experiment first, then by id."""
-    scored = [d for d in done if d.meta.get("score") is not None]
-    return sorted(scored, key=lambda d: ((-1 if higher_is_better else 1) * d.meta["score"],
-                                         d.meta.get("campaign") != campaign, d.id))
+def _ranked(ctx: Any, done: list[Item]) -> list[Item]:
+    """Best first by the task's ranking; on a tie this campaign's experiment first, then by id."""
+    campaign = ctx.folder.id
+    return ctx.task.ranked(done, lambda d: d.meta.get("score"),
+                           tiebreak=lambda d: (d.meta.get("campaign") != campaign, d.id))
 
 
 def _distinct(items: list[Item]) -> list[Item]:
@@ -126,7 +126,7 @@ def ledger_view(ctx: Any, experiment: int) -> dict[str, Any]:
     campaign, k = ctx.folder.id, SHOW["elites"]
 
     done = [e for e in ctx.ledger.experiments(status=["done"]) if e.score is not None and e.id < experiment]
-    best = sorted(done, key=lambda e: (-e.score if ctx.task.higher_is_better else e.score, e.id))[:k]
+    best = ctx.task.ranked(done, tiebreak=lambda e: e.id)[:k]
     recent = [e for e in done if e not in best][-k:]
     failed = [e for e in ctx.ledger.experiments(status=["failed"]) if e.id < experiment][-SHOW["failures"]:]
     return _view({"elites": [ledger_row(e, campaign) for e in best + recent],
@@ -180,7 +180,7 @@ def _research_view(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any
 
     # elites: the best scores of this setting, diversified
     done = mem.get("experiments", filters=where(setting=setting, status="done"), task=task)
-    pool_ids = [d.id for d in fresh(_ranked(done, ctx.task.higher_is_better, campaign))[: 4 * SHOW["elites"]]]
+    pool_ids = [d.id for d in fresh(_ranked(ctx, done))[: 4 * SHOW["elites"]]]
     pool = {it.id: it for it in mem.get("experiments", ids=pool_ids, vectors=True, task=task)}
     pool_items = [pool[i] for i in pool_ids if i in pool]
     rel = [1.0 - i / max(1, len(pool_items)) for i in range(len(pool_items))]
@@ -233,9 +233,8 @@ def analyst_view(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[st
     if parent_id is not None:
         parent = ctx.ledger.get(parent_id)
         out["parent"] = [ledger_row(parent, campaign)] if parent else []
-        kids = [e for e in ctx.ledger.experiments(status=["done"]) if e.parent == parent_id
-                and e.id != experiment and e.score is not None]
-        kids.sort(key=lambda e: (-e.score if ctx.task.higher_is_better else e.score, e.id))
+        kids = ctx.task.ranked([e for e in ctx.ledger.experiments(status=["done"])
+                                if e.parent == parent_id and e.id != experiment], tiebreak=lambda e: e.id)
         out["siblings"] = [ledger_row(e, campaign) for e in kids[:NEIGHBOURS]]
     def neighbours() -> list[dict[str, Any]]:
         mem = ready(ctx, ("experiments",))

@@ -26,14 +26,6 @@ def research_view(ctx: LabContext, experiment: int, idea: str | None = None) -> 
     return evidence.research_view(ctx, experiment, idea)
 
 
-def _legacy(ctx: LabContext, view: list[int]) -> dict[str, Any]:
-    """A view logged as bare ledger ids (before the vector memory)."""
-    rows = [evidence.ledger_row(e, ctx.folder.id) for e in map(ctx.ledger.get, view) if e is not None]
-    return {"sections": {"elites": [r["id"] for r in rows if r["status"] == "done"],
-                         "failures": [r["id"] for r in rows if r["status"] == "failed"]},
-            "items": {r["id"]: r for r in rows}}
-
-
 def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     exp, attempt = state["experiment"], state.get("proposals", 0)
     rejections = state.get("rejections", [])
@@ -47,8 +39,6 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
 
     idea = proposal_text(state.get("proposal")) if attempt else None  # the refused proposal, reconsidered
     view = ctx.remember(exp, "research", attempt, lambda: research_view(ctx, exp, idea))
-    if isinstance(view, list):
-        view = _legacy(ctx, view)
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | evidence.sections(view)

@@ -31,7 +31,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
     population = _population(ctx, experiment, attempt) if ctx.strategy == "evolution" else []
     if ctx.strategy == "evolution" and len(population) >= search.population:
         contenders = rng.sample(population, search.tournament)
-        best = max(contenders, key=lambda e: e.score if ctx.task.higher_is_better else -e.score)
+        best = ctx.task.ranked(contenders)[0]  # equal scores: the first drawn, as max() would
         genome = space.mutate(best.genome, rng)
         motivation = (f"tournament of {search.tournament} from the last {search.population} evaluated; "
                       f"#{best.id} won with {ctx.task.metric}={best.score:.4g}; mutate one component")

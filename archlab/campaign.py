@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from archlab.agents.context import LabContext
-from archlab.config import Config
+from archlab.config import Config, merge, validate
 from archlab.errors import ArchlabError, BudgetExceeded, ConfigError, ModelUnavailable
 from archlab.campaign_folder import CampaignFolder
-from archlab.memory.ledger import FINISHED, IN_FLIGHT, Ledger
+from archlab.memory.ledger import IN_FLIGHT, Ledger
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -32,18 +32,6 @@ class Summary:
     spend: dict[str, float]
     best: dict[str, Any] | None
     paused: str | None = None  # "unreachable" (resume as is) or "refused" (fix the setting, then resume)
-
-
-def validate_config(data: dict[str, Any], source: str) -> Config:
-    """A stored config plus overrides, validated with the same clear errors as a fresh one."""
-    from pydantic import ValidationError
-
-    from archlab.config import _explain
-
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise _explain(exc, source) from None
 
 
 def backend_options(sandbox: Any, untrusted: bool = True, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -128,10 +116,8 @@ class Campaign:
         folder = CampaignFolder.open(workspace, campaign_id)
         data = folder.read_config()
         if overrides:
-            from archlab.config import _merge
-
-            data = _merge(data, overrides)
-        config = validate_config(data, f"campaign {folder.id} with your flags")  # never store a bad value
+            data = merge(data, overrides)
+        config = validate(data, f"campaign {folder.id} with your flags")  # never store a bad value
         if overrides:
             folder.write_config(data)
         return cls(folder, config)
@@ -165,7 +151,7 @@ class Campaign:
         """A team memory (a chromadb server) gets this campaign's experiments now; an
         embedded one indexes them when it is next read."""
         memory = self.ctx.memory
-        if memory is None or memory._client is None and not memory.url:
+        if memory is None or not memory.opened and not memory.url:
             return
         try:
             if memory.url and self.ctx.recorded is None:
@@ -204,8 +190,9 @@ class Campaign:
         self.ledger.update(exp_id, status="running", started=time.time())
         return self.graph.invoke(start, cfg)
 
-    def _crashed(self, exp_id: int, exc: BaseException) -> None:
-        """A bug in a step must not stop the campaign: record it and go on."""
+    def record_crash(self, exp_id: int, exc: BaseException) -> None:
+        """A bug in a step must not stop the campaign: record it (traceback in
+        experiments/N/error.log, secrets scrubbed) and go on."""
         from archlab.llm import scrub  # secrets never reach runs/
 
         log = self.folder.experiment(exp_id) / "error.log"
@@ -284,7 +271,7 @@ class Campaign:
                             stop = self._pause(exc, exp_id)
                         queue.clear()
                     elif exc is not None:
-                        self._crashed(exp_id, exc)
+                        self.record_crash(exp_id, exc)
                 now = time.time()
                 self.ledger.add_spend(wall_s=now - tick)
                 tick = now
@@ -328,6 +315,3 @@ class Campaign:
         best = self.ctx.best()
         return Summary(self.folder.id, stop_reason, self.ledger.counts(), self.ledger.spend(),
                        best.to_dict() if best else None)
-
-    def finished_ok(self) -> bool:
-        return not self.ledger.experiments(status=IN_FLIGHT) and bool(self.ledger.experiments(status=FINISHED))

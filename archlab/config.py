@@ -186,11 +186,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, table by table; a None in `over` leaves the base value."""
     merged = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         elif value is not None:
             merged[key] = value
     return merged
@@ -207,7 +208,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
+def explain(exc: ValidationError, source: str) -> ConfigError:
+    """A validation error as the user fixes it: each bad setting, what was given, where to set it."""
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
@@ -238,12 +240,20 @@ def load_config(
             raise ConfigError(f"config file {path} not found; create it or drop --config")
         data = _read_toml(Path(path))
         sources.append(str(path))
-    data = _merge(data, _env_overrides(env))
-    data = _merge(data, overrides or {})
+    data = merge(data, _env_overrides(env))
+    data = merge(data, overrides or {})
     sources += ["environment", "flags"]
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, " < ".join(sources)) from None
+        raise explain(exc, " < ".join(sources)) from None
     except ConfigError:
         raise
+
+
+def validate(data: dict[str, Any], source: str) -> Config:
+    """A stored config (plus overrides) validated with the same clear errors as a fresh one."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise explain(exc, source) from None

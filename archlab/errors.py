@@ -14,6 +14,10 @@ class LLMError(ArchlabError):
     could see): the step gives up and the experiment records why."""
 
 
+class UnknownMetric(ArchlabError):
+    """A metric whose direction the task does not declare: it cannot be ranked by."""
+
+
 class BudgetExceeded(ArchlabError):
     """A hard budget stop was reached."""
 

@@ -157,13 +157,13 @@ class ReplayReport:
 def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain: bool = False,
            fork: bool = False, overrides: dict[str, Any] | None = None,
            on_experiment: Callable[[int], None] | None = None) -> ReplayReport:
-    from archlab.campaign import Campaign, validate_config
-    from archlab.config import Config, _merge
+    from archlab.campaign import Campaign
+    from archlab.config import Config, merge, validate
 
     original = CampaignFolder.open(workspace, campaign_id)
     data = original.read_config()
     config = Config.model_validate(data)
-    live = validate_config(_merge(data, overrides or {}), "the fork's flags") if fork else None  # fail before replaying
+    live = validate(merge(data, overrides or {}), "the fork's flags") if fork else None  # fail before replaying
     folder = CampaignFolder.create(workspace, f"{original.id}-{'fork' if fork else 'replay'}")
     (folder.root / "replay.json").write_text(json.dumps({"replay_of": original.id, "to": to, "retrain": retrain}))
     folder.write_config(data)
@@ -187,7 +187,7 @@ def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain:
             except Divergence:
                 raise
             except Exception as exc:  # a step that crashed in the original too is recorded the same way
-                campaign._crashed(row.id, exc)
+                campaign.record_crash(row.id, exc)
             compare(recorded.ledger, campaign.ledger, row.id)
         except Divergence as div:
             report.divergence = div

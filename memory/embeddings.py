@@ -132,9 +132,9 @@ class LiteLLMEmbedder:
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        from archlab.llm import _import_litellm
+        from archlab.llm import import_litellm
 
-        response = _import_litellm().embedding(model=self.model, input=list(texts))
+        response = import_litellm().embedding(model=self.model, input=list(texts))
         rows = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
         return [_normalise(list(r["embedding"] if isinstance(r, dict) else r.embedding)) for r in rows]
 

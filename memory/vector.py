@@ -118,6 +118,11 @@ class VectorMemory:
         return get_embedder(self.spec)
 
     @property
+    def opened(self) -> bool:
+        """Whether the chromadb client was opened (nothing is, until an agent reads the memory)."""
+        return self._client is not None
+
+    @property
     def where_from(self) -> str:
         return self.url or str(self.path)
 

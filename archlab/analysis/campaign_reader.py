@@ -11,7 +11,8 @@ from typing import Any
 
 from archlab.campaign_folder import CampaignFolder, list_campaigns
 from archlab.memory.ledger import Experiment, Ledger
-from archlab.analysis.stats import Interval, higher_is_better, mean_ci, seed_values
+from archlab.analysis.stats import Interval, mean_ci
+from archlab.tasks.base import seed_values
 
 
 @dataclass
@@ -47,7 +48,8 @@ class CampaignReader:
         return bool(self.task.higher_is_better)
 
     def direction(self, metric: str) -> bool:
-        return higher_is_better(metric, self.task)
+        """Whether higher is better: the task declares it (UnknownMetric otherwise)."""
+        return self.task.higher(metric)
 
     # -- experiments --------------------------------------------------------------------------
     @cached_property
@@ -64,25 +66,19 @@ class CampaignReader:
     def value(self, e: Experiment, metric: str | None = None) -> float | None:
         """The metric of a finished experiment: the mean over seeds where there are several."""
         metric = metric or self.metric
-        seeds = seed_values(e.metrics, metric)
-        if len(seeds) >= 2:
-            return sum(seeds) / len(seeds)
-        if metric == self.metric and e.score is not None:
-            return float(e.score)
-        v = (e.metrics or {}).get(metric)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        v = self.task.value(e.metrics, metric)
+        return float(e.score) if v is None and metric == self.metric and e.score is not None else v
 
     def interval(self, e: Experiment, metric: str | None = None) -> Interval | None:
         return mean_ci(seed_values(e.metrics, metric or self.metric))
 
     def ranked(self, metric: str | None = None, higher: bool | None = None,
                origin: tuple[str, ...] | None = None) -> list[Experiment]:
-        """Evaluated experiments (done, not reused duplicates) best first by `metric`."""
+        """Evaluated experiments (done, not reused duplicates) best first by `metric` (the task's ranking)."""
         metric = metric or self.metric
-        higher = self.direction(metric) if higher is None else higher
-        rows = [e for e in self.rows if e.status == "done" and self.value(e, metric) is not None
-                and (origin is None or e.origin in origin)]
-        return sorted(rows, key=lambda e: (-self.value(e, metric) if higher else self.value(e, metric), e.id))
+        rows = [e for e in self.rows if e.status == "done" and (origin is None or e.origin in origin)]
+        return self.task.ranked(rows, lambda e: self.value(e, metric), metric=metric, higher=higher,
+                                tiebreak=lambda e: e.id)
 
     def best(self, origin: tuple[str, ...] | None = None) -> Experiment | None:
         ranked = self.ranked(origin=origin)

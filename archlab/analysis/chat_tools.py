@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from archlab.errors import ArchlabError
 from archlab.analysis.campaign_reader import CampaignReader, open_campaigns
-from archlab.analysis.stats import seed_values, welch
+from archlab.analysis.stats import welch
+from archlab.tasks.base import seed_values
 
 MAX_CODE = 6000
 STOP = frozenset("the and for with what which why how does did was were are is this that from into have has "

@@ -3,15 +3,19 @@ space, integrity checks, harness and metric. The campaign only talks to this."""
 from __future__ import annotations
 
 import ast
+import math
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, TypeVar
 
+from archlab.errors import ConfigError, UnknownMetric
 from archlab.pyparse import parse as parse_python
-from archlab.errors import ConfigError
 from archlab.sandbox.base import Job, Limits
+
+
+T = TypeVar("T")
 
 
 class TaskOptionError(ConfigError):
@@ -55,6 +59,9 @@ class TaskPack(ABC):
     metric: str = "score"           # what the search optimises (e.g. val accuracy)
     higher_is_better: bool = True
     report_metric: str = "score"    # what is reported for the selected best (e.g. test accuracy)
+    # Whether higher is better, for every other metric the harness reports that can be ranked by
+    # (the searched and the reported metric follow `higher_is_better`): the task says, nothing guesses.
+    metric_directions: dict[str, bool] = {}
     required_symbol: str = "model"  # top-level name a candidate must define
     interface: str = ""             # the contract in words, for prompts and errors
     design_hint: str = ""           # what a proposal's design should spell out, for the researcher
@@ -144,12 +151,59 @@ class TaskPack(ABC):
         """The sandbox job that trains/evaluates. Its result.json:
         {"status": "ok"|"nan"|"integrity"|"error", "metrics": {...}, "curves": {...}}."""
 
-    # -- scoring ------------------------------------------------------------
+    # -- scoring and ranking: the one definition every leaderboard, prompt and strategy uses --
     def better(self, a: float, b: float) -> bool:
         return a > b if self.higher_is_better else a < b
 
+    def higher(self, metric: str | None = None) -> bool:
+        """Whether a higher `metric` is better, as the task declares it."""
+        metric = metric or self.metric
+        if metric in (self.metric, self.report_metric):
+            return bool(self.higher_is_better)
+        if metric in self.metric_directions:
+            return self.metric_directions[metric]
+        known = ", ".join(sorted({self.metric, self.report_metric, *self.metric_directions}))
+        raise UnknownMetric(f"task {self.name} does not say whether a higher {metric!r} is better, so it does not "
+                            f"rank by it; rankable metrics: {known} (chat's leaderboard takes higher_is_better)")
+
+    def value(self, metrics: dict[str, Any] | None, metric: str | None = None) -> float | None:
+        """A finished run's `metric`: the mean over seeds where it recorded several, else its value."""
+        metric = metric or self.metric
+        seeds = seed_values(metrics, metric)
+        if len(seeds) >= 2:
+            return sum(seeds) / len(seeds)
+        v = (metrics or {}).get(metric)
+        return float(v) if _number(v) else None
+
     def score(self, metrics: dict[str, Any] | None) -> float | None:
-        """The searched metric, or None when absent."""
-        if not metrics or metrics.get(self.metric) is None:
-            return None
-        return float(metrics[self.metric])
+        """The searched metric (the mean over seeds where there are several), or None when absent."""
+        return self.value(metrics, self.metric)
+
+    def ranked(self, rows: Iterable[T], value: Callable[[T], float | None] = lambda r: r.score, *,
+               metric: str | None = None, higher: bool | None = None,
+               tiebreak: Callable[[T], Any] | None = None) -> list[T]:
+        """The one ranking: the rows that have a value, best first by the direction of `metric`
+        (`higher` overrides it); equal values in `tiebreak` order, else in the order given."""
+        up = self.higher(metric) if higher is None else higher
+        scored = [(v, i, r) for i, r in enumerate(rows) if (v := value(r)) is not None]
+        scored.sort(key=lambda t: (-t[0] if up else t[0], tiebreak(t[2]) if tiebreak else t[1]))
+        return [r for _, _, r in scored]
+
+
+def seed_values(metrics: dict[str, Any] | None, metric: str) -> list[float]:
+    """The per-seed values of `metric` when a run recorded several seeds:
+    metrics["seeds"] = [{metric: v, ...}, ...] or metrics[f"{metric}_seeds"] = [v, ...].
+    A single run (the usual case) gives []."""
+    if not metrics:
+        return []
+    runs = metrics.get(f"{metric}_seeds")
+    if isinstance(runs, list):
+        return [float(v) for v in runs if _number(v)]
+    runs = metrics.get("seeds")
+    if isinstance(runs, list):
+        return [float(r[metric]) for r in runs if isinstance(r, dict) and _number(r.get(metric))]
+    return []
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -41,6 +41,9 @@ class LMTask(TaskPack):
     metric = "val_bpb"
     higher_is_better = False
     report_metric = "val_bpb"
+    # steps and tokens are the budget, not a quality: not rankable
+    metric_directions = {"val_bpb": False, "train_loss": False, "unigram_bpb": False, "tokens_per_s": True,
+                         "params": False, "peak_mem_mb": False, "wall_s": False}
     required_symbol = "TokenMixer"
     interface = INTERFACE
     design_hint = ("say how the mixer computes its output from the past tokens: the state or attention it keeps, "

@@ -108,6 +108,7 @@ class NB201Task(TaskPack):
     metric = "val_acc"
     higher_is_better = True
     report_metric = "test_acc"
+    metric_directions = {"val_acc": True, "test_acc": True}
     required_symbol = "cell"
     default_budget = 100  # a lookup costs milliseconds
     interface = INTERFACE
