@@ -285,8 +285,7 @@ class Campaign:
         self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason, "paused": summary.paused})
         self.folder.lock.unlink(missing_ok=True)
         self.close_memory()
-        if hasattr(self.ctx.backend, "close"):
-            self.ctx.backend.close()
+        self.ctx.backend.close()
         return summary
 
     def _pause(self, exc: ModelUnavailable, exp_id: int) -> str:

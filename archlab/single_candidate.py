@@ -70,8 +70,9 @@ def check_file(config: Config, path: Path) -> Verdict:
         limits = job_limits(task, config.sandbox, "check")
         job = task.check_job(code, Path(tmp) / "check", config.search.seed, limits)
         backend = get_backend(config.sandbox.backend, **backend_options(config.sandbox))
-        result = backend.run(job)
-        if hasattr(backend, "close"):
+        try:
+            result = backend.run(job)
+        finally:
             backend.close()
     report = {k: v for k, v in (result.result or {}).items() if k not in ("status", "reason")}
     report["ast_hash"] = h.ast[:16]

@@ -49,8 +49,7 @@ def measure(name: str, n: int, root: Path) -> tuple[list[float], list[float]]:
         calls.append(time.perf_counter() - t)
         inside.append(res.wall_s)
         assert res.ok, (name, res.status, res.reason, res.log_tail)
-    if hasattr(backend, "close"):
-        backend.close()  # ray: the next ray backend starts its own cluster
+    backend.close()  # ray: the next ray backend starts its own cluster
     return calls, inside
 
 

@@ -89,6 +89,11 @@ class Backend(ABC):
     @abstractmethod
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult: ...
 
+    def close(self) -> None:
+        """Release what the backend holds beyond a single job (an engine connection, a cluster it
+        started). Callers call it once, when they are done with the backend; the default holds
+        nothing. Safe to call twice."""
+
 
 def parse_event(line: str) -> dict[str, Any] | None:
     """A harness event is one JSON object per line with an "event" key."""

@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import requests
@@ -43,7 +43,8 @@ from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 from archlab.errors import ConfigError
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, touched_input
 from archlab.sandbox.image import client, find_image, image_tag
-from archlab.sandbox.process import TAIL_CHARS, _classify, _last_line, _safe_rel, _Stream, _substitute, fresh_workdir
+from archlab.sandbox.outcome import TAIL_CHARS, Stream, classify, last_line
+from archlab.sandbox.workdir import fresh_workdir, safe_relpath, substitute
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _lay_out(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, tuple[str, 
     inp.mkdir(parents=True)
     hashes: dict[str, str] = {}
     for name, content in job.files.items():
-        rel = _safe_rel(name)
+        rel = safe_relpath(name)
         data = content.encode() if isinstance(content, str) else bytes(content)
         (inp / rel).parent.mkdir(parents=True, exist_ok=True)
         (inp / rel).write_bytes(data)
@@ -84,7 +85,7 @@ def _lay_out(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, tuple[str, 
         hashes[rel.as_posix()] = hashlib.sha256(data).hexdigest()
     mounts: dict[str, tuple[str, str]] = {}
     for name, target in job.data.items():
-        rel, src = _safe_rel(name), Path(target).resolve()
+        rel, src = safe_relpath(name), Path(target).resolve()
         if not src.exists():
             raise FileNotFoundError(f"job data {name!r}: {src} does not exist")
         (inp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _Ended(NamedTuple):
+    """How the container ended, as the engine and its output stream tell it."""
+
+    code: int | None  # the engine's exit status (128+n for a signal)
+    killed: bool      # by the wall-time watchdog
+    oom: bool         # the engine's OOMKilled
+    tail: str
+    truncated: bool
+    wall_s: float
+
+
 class DockerBackend(Backend):
     name = "docker"
 
@@ -184,7 +196,7 @@ class DockerBackend(Backend):
     def _create(self, job: Job, inp: Path, out: Path, mounts: dict[str, tuple[str, str]]) -> Any:
         lim = job.limits
         subst = {PYTHON: self.python, INPUT: C_INPUT, OUTPUT: C_OUTPUT}
-        command = [_substitute(arg, subst) for arg in job.command]
+        command = [substitute(arg, subst) for arg in job.command]
         backstop = str(int(lim.wall_time_s + BACKSTOP_S))
         binds = [Mount(C_INPUT, str(inp), type="bind", read_only=True),
                  Mount(C_OUTPUT, str(out), type="bind", read_only=False)]
@@ -203,6 +215,10 @@ class DockerBackend(Backend):
             labels={LABEL: "1", "archlab.job": job.name, "archlab.host": self.host, "archlab.owner": str(os.getpid())},
         )
 
+    def close(self) -> None:
+        """Close the engine connection (this backend's own client; containers are removed per job)."""
+        self.client.close()
+
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
         inp, out, log_path = fresh_workdir(job)
         try:
@@ -218,6 +234,23 @@ class DockerBackend(Backend):
         except ENGINE_ERRORS as e:
             log_path.write_text(f"[archlab] cannot create the container: {e}\n")
             return JobResult("crash", f"cannot create the container: {e}", log_path=log_path, log_tail=str(e))
+        ended = self._execute(container, job, log_path, on_event)
+        if isinstance(ended, JobResult):
+            return ended  # the engine failed while the job ran
+        status, reason, result = self._classify(ended.code, ended.killed, ended.oom, ended.tail,
+                                                out / "result.json", lim)
+        if (what := _tampered(inp, hashes, mounts) or linked_output(out)) is not None:
+            status, reason = "integrity", what
+        elif status != "timeout" and (path := touched_input(f"{reason}\n{ended.tail}", C_INPUT)):
+            status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
+                f": {reason}" if reason else "")
+        return JobResult(status=status, reason=reason, exit_code=ended.code, result=result, log_path=log_path,
+                         log_tail=ended.tail[-TAIL_CHARS:], wall_s=round(ended.wall_s, 3), truncated=ended.truncated)
+
+    def _execute(self, container: Any, job: Job, log_path: Path, on_event: EventSink | None) -> _Ended | JobResult:
+        """Start the container, stream its output into the log, wait for its exit (a watchdog kills it
+        at the wall-time limit) and always remove it; a crash JobResult if the engine fails meanwhile."""
+        lim = job.limits
         killed = threading.Event()
 
         def watchdog() -> None:
@@ -232,7 +265,7 @@ class DockerBackend(Backend):
         start = time.monotonic()
         try:
             with open(log_path, "wb") as log_file:
-                stream = _Stream(log_file, lim.output_bytes, on_event, job.name)
+                stream = Stream(log_file, lim.output_bytes, on_event, job.name)
                 frames = container.attach(stdout=True, stderr=True, stream=True, logs=False)
                 container.start()
                 start = time.monotonic()
@@ -258,31 +291,22 @@ class DockerBackend(Backend):
                 container.remove(force=True)
             except ENGINE_ERRORS as e:
                 log.warning("could not remove container %s: %s", container.short_id, e)
-        exit_code = code.get("StatusCode")
-        tail = stream.tail.decode("utf-8", errors="replace")
-        status, reason, result = self._classify(exit_code, killed.is_set(), bool(state.get("OOMKilled")),
-                                                tail, out / "result.json", lim)
-        if (what := _tampered(inp, hashes, mounts) or linked_output(out)) is not None:
-            status, reason = "integrity", what
-        elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", C_INPUT)):
-            status, reason = "integrity", f"the job tried to write to its read-only input ({path})" + (
-                f": {reason}" if reason else "")
-        return JobResult(status=status, reason=reason, exit_code=exit_code, result=result, log_path=log_path,
-                         log_tail=tail[-TAIL_CHARS:], wall_s=round(wall_s, 3), truncated=stream.truncated)
+        return _Ended(code=code.get("StatusCode"), killed=killed.is_set(), oom=bool(state.get("OOMKilled")),
+                      tail=stream.tail.decode("utf-8", errors="replace"), truncated=stream.truncated, wall_s=wall_s)
 
     @staticmethod
     def _classify(code: int | None, timed_out: bool, oom: bool, tail: str, result_path: Path,
                   lim: Limits) -> tuple[str, str, dict[str, Any] | None]:
         """The engine knows OOM for sure; a signal death shows as exit 128+n."""
         if timed_out:
-            return _classify(code, True, tail, result_path, lim)
+            return classify(code, True, tail, result_path, lim)
         if oom:
-            result = _classify(code, False, tail, result_path, lim)[2]
-            line = _last_line(tail)
+            result = classify(code, False, tail, result_path, lim)[2]
+            line = last_line(tail)
             return "oom", f"out of memory: the container hit its {lim.memory_mb} MB limit" + (
                 f" ({line})" if line else ""), result
         sig = code - 128 if code is not None and code > 128 and code - 128 in signal.valid_signals() else 0
         if sig == signal.SIGKILL:  # not OOM, not us: pids limit, the backstop, or `docker kill`
-            status, reason, result = _classify(1, False, tail, result_path, lim)
+            status, reason, result = classify(1, False, tail, result_path, lim)
             return ("crash", "killed by SIGKILL", result) if status in ("ok", "crash") else (status, reason, result)
-        return _classify(-sig if sig else code, False, tail, result_path, lim)
+        return classify(-sig if sig else code, False, tail, result_path, lim)

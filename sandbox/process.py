@@ -37,21 +37,21 @@ import logging
 import os
 import resource
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from archlab.errors import ConfigError
 from archlab.sandbox import isolation as iso
 from archlab.sandbox.base import (
-    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, parse_event, read_result,
-    touched_input,
+    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, touched_input,
 )
+from archlab.sandbox.outcome import TAIL_CHARS, Stream, classify
 from archlab.sandbox.pids import PidsCap, cgroup_base, sweep
+from archlab.sandbox.workdir import fresh_workdir, safe_relpath, substitute
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,8 @@ PR_SET_NO_NEW_PRIVS = 38
 # Loaded here, not in the forked child: dlopen there could deadlock on a lock
 # another thread held at fork time (several jobs run from threads at once).
 _LIBC = ctypes.CDLL(None, use_errno=True)
-TAIL_CHARS = 4000           # JobResult.log_tail
-TAIL_KEEP = 64 * 1024       # rolling tail of the stream, scanned for OOM markers
-MAX_LINE = 1 << 20          # a longer line without newline is not an event: dropped
 CHUNK = 64 * 1024
 DRAIN_AFTER_EXIT_S = 2.0    # read what is left in the pipe once the job has exited
-OOM_MARKERS = ("MemoryError", "Cannot allocate memory", "can't allocate memory",
-               "std::bad_alloc", "out of memory", "Memory allocation still failed")
-RESULT_STATUSES = {"ok": "ok", "nan": "nan", "integrity": "integrity", "oom": "oom"}  # a harness may catch its own OOM
 
 
 def _env_for(job: Job, output: Path, isolated: bool) -> dict[str, str]:
@@ -115,47 +109,13 @@ def _preexec(limits: Limits, parent_pid: int, cap: PidsCap) -> Callable[[], None
     return setup
 
 
-def _safe_rel(name: str) -> Path:
-    rel = Path(name)
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ValueError(f"job file name {name!r} must be a relative path inside input/")
-    return rel
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a previous run's tree, including read-only dirs; never follows symlinks."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-        return
-    for root, dirs, _ in os.walk(path):
-        for d in dirs:
-            p = os.path.join(root, d)
-            if not os.path.islink(p):
-                os.chmod(p, 0o755)
-    os.chmod(path, 0o755)
-    shutil.rmtree(path)
-
-
-def fresh_workdir(job: Job) -> tuple[Path, Path, Path]:
-    """The job's input/, output/ and log paths, with what an earlier run left removed (a rerun
-    after resume starts clean)."""
-    workdir = Path(job.workdir).resolve()
-    inp, out, log_path = workdir / "input", workdir / "output", workdir / "log"
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in (inp, out, log_path):
-        _rmtree(stale)
-    return inp, out, log_path
-
-
 def _lay_out_input(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Write files read-only, link data; return ({file: sha256}, {data link: target})."""
     inp.mkdir(parents=True)
     hashes: dict[str, str] = {}
     links: dict[str, str] = {}
     for name, content in job.files.items():
-        rel = _safe_rel(name)
+        rel = safe_relpath(name)
         data = content.encode() if isinstance(content, str) else bytes(content)
         path = inp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +123,7 @@ def _lay_out_input(job: Job, inp: Path) -> tuple[dict[str, str], dict[str, str]]
         path.chmod(0o444)
         hashes[rel.as_posix()] = hashlib.sha256(data).hexdigest()
     for name, target in job.data.items():
-        rel = _safe_rel(name)
+        rel = safe_relpath(name)
         (inp / rel).parent.mkdir(parents=True, exist_ok=True)
         links[rel.as_posix()] = str(Path(target).resolve())
         (inp / rel).symlink_to(links[rel.as_posix()])
@@ -198,72 +158,11 @@ def _tampered(inp: Path, hashes: dict[str, str], links: dict[str, str]) -> str |
     return None
 
 
-def _last_line(tail: str) -> str:
-    """The last meaningful log line, e.g. the exception line of a traceback."""
-    for line in reversed(tail.splitlines()):
-        line = line.strip()
-        if line and not line.startswith("[archlab]") and parse_event(line) is None:
-            return line[:500]
-    return ""
-
-
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-class _Stream:
-    """Consumes the job's merged stdout/stderr: capped log file, events, rolling tail.
-    Memory stays bounded whatever the job prints."""
-
-    def __init__(self, log_file: Any, cap: int, on_event: EventSink | None, job_name: str):
-        self.log, self.cap, self.on_event, self.job_name = log_file, cap, on_event, job_name
-        self.written = 0
-        self.truncated = False
-        self.partial = b""
-        self.tail = bytearray()
-        self.event_errors = 0
-
-    def feed(self, chunk: bytes) -> None:
-        room = self.cap - self.written
-        if room > 0:
-            self.log.write(chunk[:room])
-            self.written += min(room, len(chunk))
-        if len(chunk) > room and not self.truncated:
-            self.truncated = True
-            self.log.write(f"\n[archlab] log truncated at {self.cap} bytes; "
-                           "further output discarded\n".encode())
-        self.log.flush()
-        self.tail += chunk
-        if len(self.tail) > TAIL_KEEP:
-            del self.tail[:-TAIL_KEEP]
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
-        if len(self.partial) > MAX_LINE:
-            self.partial = b""
-        for raw in lines:
-            self._line(raw)
-
-    def close(self) -> None:
-        if self.partial:
-            self._line(self.partial)
-            self.partial = b""
-
-    def _line(self, raw: bytes) -> None:
-        if self.on_event is None or not raw.lstrip().startswith(b"{"):
-            return
-        event = parse_event(raw.decode("utf-8", errors="replace"))
-        if event is None:
-            return
-        try:
-            self.on_event(event)
-        except Exception:  # a broken sink must not kill the job
-            self.event_errors += 1
-            if self.event_errors == 1:
-                log.exception("on_event failed for job %s (further failures not logged)",
-                              self.job_name)
 
 
 class ProcessBackend(Backend):
@@ -293,12 +192,16 @@ class ProcessBackend(Backend):
     def isolation(self) -> str:
         return "process+bwrap" if self.isolated else "none"
 
+    def close(self) -> None:
+        """Nothing outlives a job here: run() removes each job's pids cgroup (killing what is left
+        in it) before it returns, and __init__ sweeps what dead campaigns left."""
+
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult:
         inp, out, log_path = fresh_workdir(job)
         hashes, links = _lay_out_input(job, inp)
         out.mkdir()
         subst = {PYTHON: self.python, INPUT: str(inp), OUTPUT: str(out)}
-        command = [_substitute(arg, subst) for arg in job.command]
+        command = [substitute(arg, subst) for arg in job.command]
         lim = job.limits
         if self.isolated:
             command = iso.argv(self.python, inp, out, links.values(), lim.gpus, lim.memory_mb // 4) + command
@@ -312,7 +215,7 @@ class ProcessBackend(Backend):
              hashes: dict[str, str], links: dict[str, str], cap: PidsCap) -> JobResult:
         lim = job.limits
         with open(log_path, "wb") as log_file:
-            stream = _Stream(log_file, lim.output_bytes, on_event, job.name)
+            stream = Stream(log_file, lim.output_bytes, on_event, job.name)
             start = time.monotonic()
             try:
                 proc = subprocess.Popen(
@@ -337,7 +240,7 @@ class ProcessBackend(Backend):
         code = proc.returncode
         if self.isolated and code is not None and code > 128:
             code = 128 - code  # bwrap reports a child killed by signal n as exit 128+n
-        status, reason, result = _classify(code, timed_out, tail, out / "result.json", lim)
+        status, reason, result = classify(code, timed_out, tail, out / "result.json", lim)
         if (what := _tampered(inp, hashes, links) or linked_output(out)) is not None:
             status, reason = "integrity", what  # a tampered run proves nothing
         elif status != "timeout" and (path := touched_input(f"{reason}\n{tail}", str(inp))):
@@ -350,7 +253,7 @@ class ProcessBackend(Backend):
         )
 
     @staticmethod
-    def _pump(proc: subprocess.Popen, stream: _Stream, deadline: float) -> bool:
+    def _pump(proc: subprocess.Popen, stream: Stream, deadline: float) -> bool:
         """Read until EOF; kill the group at the deadline. True if it timed out."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
@@ -381,38 +284,3 @@ class ProcessBackend(Backend):
             sel.close()
             proc.stdout.close()
 
-
-def _substitute(arg: str, subst: dict[str, str]) -> str:
-    for key, value in subst.items():
-        arg = arg.replace(key, value)
-    return arg
-
-
-def _classify(code: int | None, timed_out: bool, tail: str, result_path: Path,
-              lim: Limits) -> tuple[str, str, dict[str, Any] | None]:
-    """timeout > oom > result.json's status > nonzero exit > missing result.json."""
-    result, bad_result = read_result(result_path)
-    if timed_out:
-        return "timeout", f"wall time limit of {lim.wall_time_s:g} s exceeded", result
-    reported = result.get("status") if result else None
-    marker = next((m for m in OOM_MARKERS if m in tail), None)
-    # A job that ends well (exit 0, status ok) may have caught an OOM and backed off.
-    clean = code == 0 and reported == "ok"
-    if code == -signal.SIGKILL or (marker and not clean):
-        why = marker or "killed by SIGKILL"
-        return "oom", f"out of memory (limit {lim.memory_mb} MB): {_last_line(tail) or why}", result
-    if result is not None:
-        if reported in RESULT_STATUSES:
-            return RESULT_STATUSES[reported], str(result.get("reason", "")), result
-        if reported is None:
-            return "crash", "result.json has no 'status'", result
-        return "crash", str(result.get("reason") or f"harness reported status {reported!r}"), result
-    if bad_result:
-        return "crash", bad_result, None
-    if code != 0:
-        line = _last_line(tail)
-        if code is not None and code < 0:
-            sig = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            return "crash", f"killed by {sig}" + (f": {line}" if line else ""), None
-        return "crash", line or f"exit code {code}", None
-    return "crash", "harness wrote no result.json", None

@@ -33,7 +33,7 @@ import ray
 
 from archlab.errors import ConfigError
 from archlab.sandbox.base import Backend, EventSink, Job, JobResult
-from archlab.sandbox.process import _rmtree
+from archlab.sandbox.workdir import fresh_workdir, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _work(job: Job, inner: str, options: dict[str, Any], relay: Any, key: str, a
     scratch = None
     if not local:
         scratch = Path(tempfile.gettempdir()) / "archlab-ray" / key
-        _rmtree(scratch)
+        remove_tree(scratch)
         data = {}
         for name, path in job.data.items():
             if Path(path).exists():
@@ -124,7 +124,7 @@ def _work(job: Job, inner: str, options: dict[str, Any], relay: Any, key: str, a
         return reply
     finally:
         if scratch is not None:
-            _rmtree(scratch)
+            remove_tree(scratch)
 
 
 def _land(job: Job, reply: dict[str, Any]) -> JobResult:
@@ -132,21 +132,18 @@ def _land(job: Job, reply: dict[str, Any]) -> JobResult:
     result: JobResult = reply["result"]
     if "log" not in reply:
         return result
-    workdir = Path(job.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    for stale in ("input", "output", "log"):
-        _rmtree(workdir / stale)
-    (workdir / "log").write_bytes(reply["log"])
-    (workdir / "output").mkdir()
+    _, out, log_path = fresh_workdir(job)
+    log_path.write_bytes(reply["log"])
+    out.mkdir()
     if reply["output"] is None:
         result.reason += f" [output/ exceeded {SHIP_MAX} bytes and stayed on the worker]"
     else:
         try:
             with tarfile.open(fileobj=io.BytesIO(reply["output"]), mode="r:gz") as tar:
-                tar.extractall(workdir / "output", filter="data")  # refuses links and paths leading outside
+                tar.extractall(out, filter="data")  # refuses links and paths leading outside
         except tarfile.TarError as e:
             result.status, result.reason = "integrity", f"output/ from the worker cannot be unpacked safely: {e}"
-    result.log_path = workdir / "log"
+    result.log_path = log_path
     return result
 
 

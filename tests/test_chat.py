@@ -190,11 +190,12 @@ def test_cli_one_shot_retrieval_and_report(ws):
     from typer.testing import CliRunner
 
     from archlab.cli import chat as chat_cli
+    from archlab.cli import report as report_cli
 
     ws, cid = ws
     app = typer.Typer()
     app.command()(chat_cli.chat)
-    app.command()(chat_cli.report)
+    app.command()(report_cli.report)
     runner = CliRunner()
     res = runner.invoke(app, ["chat", cid, "-q", "which experiment is best and why", "-w", str(ws)],
                         env={"ARCHLAB_LLM_MODEL": "", "ARCHLAB_MEMORY_EMBEDDINGS": "hash"})
@@ -281,10 +282,11 @@ def cli_app():
     import typer
 
     from archlab.cli import chat as chat_cli
+    from archlab.cli import report as report_cli
 
     app = typer.Typer()
     app.command()(chat_cli.chat)
-    app.command()(chat_cli.report)
+    app.command()(report_cli.report)
     return app
 
 

@@ -65,9 +65,7 @@ class CampaignReader:
 
     def value(self, e: Experiment, metric: str | None = None) -> float | None:
         """The metric of a finished experiment: the mean over seeds where there are several."""
-        metric = metric or self.metric
-        v = self.task.value(e.metrics, metric)
-        return float(e.score) if v is None and metric == self.metric and e.score is not None else v
+        return self.task.value_of(e, metric or self.metric)
 
     def interval(self, e: Experiment, metric: str | None = None) -> Interval | None:
         return mean_ci(seed_values(e.metrics, metric or self.metric))

@@ -6,26 +6,26 @@ from typing import Any
 from archlab.memory.ledger import Ledger
 
 
-def leaderboard(ledger: Ledger, metric: str, higher_is_better: bool, report_metric: str | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
-    rows = [e for e in ledger.experiments(status=["done"]) if e.score is not None]
-    rows.sort(key=lambda e: e.score, reverse=higher_is_better)
+def leaderboard(ledger: Ledger, task: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Evaluated experiments best first, by the task's ranking (the one every view uses)."""
+    metric, report_metric = task.metric, task.report_metric
+    rows = task.ranked(ledger.experiments(status=["done"]), tiebreak=lambda e: e.id)
     out = []
     for rank, e in enumerate(rows[:limit] if limit else rows, 1):
         out.append({"rank": rank, "id": e.id, "origin": e.origin, "name": e.name, "parent": e.parent,
-                    metric: e.score, **({report_metric: (e.metrics or {}).get(report_metric)}
+                    metric: task.value_of(e), **({report_metric: (e.metrics or {}).get(report_metric)}
                                         if report_metric and report_metric != metric else {})})
     return out
 
 
-def campaign_json(campaign_id: str, ledger: Ledger, config: dict[str, Any], metric: str,
-                  higher_is_better: bool, report_metric: str) -> dict[str, Any]:
-    board = leaderboard(ledger, metric, higher_is_better, report_metric)
+def campaign_json(campaign_id: str, ledger: Ledger, config: dict[str, Any], task: Any) -> dict[str, Any]:
+    board = leaderboard(ledger, task)
     best = board[0] if board else None
+    metric, report_metric = task.metric, task.report_metric
     return {
         "campaign": campaign_id,
         "task": config.get("task", {}).get("name"),
-        "metric": metric, "higher_is_better": higher_is_better, "report_metric": report_metric,
+        "metric": metric, "higher_is_better": task.higher(), "report_metric": report_metric,
         "counts": ledger.counts(),
         "spend": ledger.spend(),
         "best": best,

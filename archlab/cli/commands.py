@@ -1,5 +1,8 @@
-"""archlab's command line. Heavy libraries (litellm, torch, langgraph) are
-imported inside the commands that use them, so `archlab --help` stays fast."""
+"""archlab's command line: the typer app with run, resume, ls, show, tasks, check,
+eval, replay and doctor; chat, report and the memory and sandbox sub-apps come from
+their own modules and are registered at the bottom. Heavy libraries (litellm, torch,
+langgraph) are imported inside the commands that use them, so `archlab --help` stays
+fast. A command fails through archlab.cli.common (`fail`, `guard`)."""
 from __future__ import annotations
 
 import json
@@ -10,37 +13,10 @@ from typing import Any, Optional
 
 import typer
 
+from archlab.cli.common import CONFIG, WORKSPACE, console, fail, flag_overrides, guard, load_settings, out
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="archlab: an autonomous lab for neural-architecture research.")
-from archlab.cli.common import CONFIG, WORKSPACE, console, out
-from archlab.cli.common import fail as _fail
-
-
-def _overrides(**flags: Any) -> dict[str, Any]:
-    """CLI flags -> the nested override dict config.load_config expects."""
-    where = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm", "api_base": "llm",
-             "budget": "budget", "hours": "budget", "gpu_hours": "budget", "tokens": "budget", "usd": "budget",
-             "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox"}
-    rename = {"task": "name", "budget": "experiments", "sandbox": "backend"}
-    out: dict[str, Any] = {}
-    for flag, value in flags.items():
-        if value is None:
-            continue
-        if flag == "workspace":
-            out["workspace"] = value
-            continue
-        out.setdefault(where[flag], {})[rename.get(flag, flag)] = str(value) if isinstance(value, Path) else value
-    return out
-
-
-def _config(config: Optional[Path], **flags: Any) -> Any:
-    from archlab.config import load_config
-    from archlab.errors import ArchlabError
-
-    try:
-        return load_config(config, overrides=_overrides(**flags))
-    except ArchlabError as exc:
-        _fail(str(exc))
 
 
 @app.command()
@@ -65,16 +41,16 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
 ) -> None:
     """Launch a campaign (default: a short offline campaign on the lm task)."""
-    cfg = _config(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
-                  gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
-                  api_base=api_base, seed=seed, sandbox=sandbox, workspace=workspace)
+    cfg = load_settings(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
+                        gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
+                        api_base=api_base, seed=seed, sandbox=sandbox, workspace=workspace)
     if cfg.strategy != "llm":
         console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
                       "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)",
                       markup=False, highlight=False, soft_wrap=True)
     from archlab.campaign import Campaign
 
-    campaign = _guard(lambda: Campaign.create(cfg))
+    campaign = guard(lambda: Campaign.create(cfg))
     console.print(f"campaign [bold]{campaign.folder.id}[/] in {campaign.folder.root}")
     _drive(campaign, quiet)
 
@@ -100,20 +76,11 @@ def resume(
     """Continue a stopped, paused or killed campaign: unfinished experiments first, nothing repeated."""
     from archlab.campaign import Campaign
 
-    ws = _config(config, workspace=workspace).workspace
-    overrides = _overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours, model=model,
-                           api_base=api_base)
-    campaign = _guard(lambda: Campaign.open(ws, campaign_id, overrides))
+    ws = load_settings(config, workspace=workspace).workspace
+    overrides = flag_overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours, model=model,
+                               api_base=api_base)
+    campaign = guard(lambda: Campaign.open(ws, campaign_id, overrides))
     _drive(campaign, quiet)
-
-
-def _guard(fn: Any) -> Any:
-    from archlab.errors import ArchlabError
-
-    try:
-        return fn()
-    except ArchlabError as exc:
-        _fail(str(exc))
 
 
 def _drive(campaign: Any, quiet: bool) -> None:
@@ -122,7 +89,7 @@ def _drive(campaign: Any, quiet: bool) -> None:
     _header(campaign)
     try:
         with live_progress(console, enabled=not quiet and console.is_terminal) as update:
-            summary = _guard(lambda: campaign.run(on_progress=update))
+            summary = guard(lambda: campaign.run(on_progress=update))
     except KeyboardInterrupt:
         console.print(f"\ninterrupted; continue with: archlab resume {campaign.folder.id}")
         os._exit(130)  # sandbox jobs die with us (PDEATHSIG); checkpoints are already durable
@@ -137,7 +104,7 @@ def _drive(campaign: Any, quiet: bool) -> None:
 def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
     from archlab.analysis.leaderboard import leaderboard, render_leaderboard
 
-    board = leaderboard(ledger, task.metric, task.higher_is_better, task.report_metric, limit=15)
+    board = leaderboard(ledger, task, limit=15)
     counts = ledger.counts()
     out.print(render_leaderboard(board, task.metric, task.report_metric, f"{campaign_id}: leaderboard"))
     spend = ledger.spend()
@@ -156,7 +123,7 @@ def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
     from archlab.tasks import get_task
     from archlab.analysis.leaderboard import leaderboard
 
-    ws = _config(config, workspace=workspace).workspace
+    ws = load_settings(config, workspace=workspace).workspace
     table = Table(title=f"campaigns in {ws}")
     for col in ("id", "task", "done", "failed", "in flight", "best"):
         table.add_column(col, no_wrap=col == "id")
@@ -164,8 +131,8 @@ def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
         ledger = Ledger(folder.ledger)
         counts = ledger.counts()
         name = folder.read_config().get("task", {}).get("name", "?")
-        task = _guard(lambda: get_task(name))
-        board = leaderboard(ledger, task.metric, task.higher_is_better, limit=1)
+        task = guard(lambda: get_task(name))
+        board = leaderboard(ledger, task, limit=1)
         table.add_row(folder.id, name, str(counts.get("done", 0)), str(counts.get("failed", 0)),
                       str(counts.get("pending", 0) + counts.get("running", 0)),
                       f"#{board[0]['id']} {task.metric}={board[0][task.metric]:.4f}" if board else "")
@@ -188,15 +155,15 @@ def show(
     from archlab.tasks import get_task
     from archlab.analysis.leaderboard import campaign_json
 
-    ws = _config(config, workspace=workspace).workspace
-    folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
+    ws = load_settings(config, workspace=workspace).workspace
+    folder = guard(lambda: CampaignFolder.open(ws, campaign_id))
     cfg = folder.read_config()
-    task = _guard(lambda: get_task(cfg["task"]["name"]))
+    task = guard(lambda: get_task(cfg["task"]["name"]))
     ledger = Ledger(folder.ledger)
     if experiment is not None:
         row = ledger.get(experiment)
         if row is None:
-            _fail(f"campaign {folder.id} has no experiment {experiment}")
+            fail(f"campaign {folder.id} has no experiment {experiment}")
         data = {**row.to_dict(), "events": ledger.events(experiment)}
         code = Path(row.code_path).read_text() if row.code_path and Path(row.code_path).exists() else None
         if as_json:
@@ -210,7 +177,7 @@ def show(
 
             out.print(Syntax(code, "python"))
         return
-    data = campaign_json(folder.id, ledger, cfg, task.metric, task.higher_is_better, task.report_metric)
+    data = campaign_json(folder.id, ledger, cfg, task)
     data["isolation"] = ledger.get_meta("isolation")
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
@@ -241,8 +208,8 @@ def check(
     """Gate and check one candidate (no training); exit 1 when it is rejected."""
     from archlab.single_candidate import check_file
 
-    cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
-    verdict = _guard(lambda: check_file(cfg, file))
+    cfg = load_settings(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
+    verdict = guard(lambda: check_file(cfg, file))
     out.print(verdict.render(), soft_wrap=True, markup=False, highlight=False)
     raise typer.Exit(0 if verdict.accepted else 1)
 
@@ -258,8 +225,8 @@ def eval_(
     """Check and train one user-written candidate and record it in the workspace."""
     from archlab.single_candidate import eval_file
 
-    cfg = _config(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
-    row = _guard(lambda: eval_file(cfg, file))
+    cfg = load_settings(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
+    row = guard(lambda: eval_file(cfg, file))
     out.print(f"experiment #{row.id} ({row.origin}): {row.status}"
               + (f", duplicate of #{row.duplicate_of} (result reused, nothing trained)" if row.duplicate_of else "")
               + (f", {row.failure_reason}" if row.failure_reason else "")
@@ -282,17 +249,17 @@ def replay(
     from archlab.replay import replay as run_replay
     from archlab.replay import timeline
 
-    ws = _config(config, workspace=workspace).workspace
+    ws = load_settings(config, workspace=workspace).workspace
     if show_timeline:
         from archlab.campaign_folder import CampaignFolder
 
-        folder = _guard(lambda: CampaignFolder.open(ws, campaign_id))
+        folder = guard(lambda: CampaignFolder.open(ws, campaign_id))
         for line in timeline(folder):
             out.print(line, highlight=False, markup=False, soft_wrap=True)
         return
-    report = _guard(lambda: run_replay(ws, campaign_id, to=to, retrain=retrain, fork=fork,
-                                       overrides=_overrides(budget=budget, model=model),
-                                       on_experiment=lambda i: console.print(f"  #{i} reproduced")))
+    report = guard(lambda: run_replay(ws, campaign_id, to=to, retrain=retrain, fork=fork,
+                                      overrides=flag_overrides(budget=budget, model=model),
+                                      on_experiment=lambda i: console.print(f"  #{i} reproduced")))
     out.print(f"replayed {len(report.experiments)} experiments of {report.original} into {report.replay}")
     if report.unfinished is not None:
         out.print(f"the original stopped before experiment #{report.unfinished} finished; replay ends there")
@@ -311,17 +278,18 @@ def doctor(config: Optional[Path] = CONFIG) -> None:
 
     from archlab.cli.doctor import checks
 
-    cfg = _config(config)
+    cfg = load_settings(config)
     for ok, name, detail in checks(cfg):
         out.print(f"[{'green' if ok else 'yellow'}]{'ok ' if ok else '-- '}[/] {name}: {escape(detail)}")
 
 
 from archlab.cli import chat as chat_cli  # noqa: E402  (cheap: typer and rich only)
 from archlab.cli import memory as memory_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab.cli import report as report_cli  # noqa: E402  (cheap: typer and rich only)
 from archlab.cli.sandbox import app as sandbox_app  # noqa: E402
 
 app.command()(chat_cli.chat)
-app.command()(chat_cli.report)
+app.command()(report_cli.report)
 app.add_typer(sandbox_app, name="sandbox", help="the docker runner image: build it, check it")
 app.add_typer(memory_cli.app, name="memory")
 

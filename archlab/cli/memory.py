@@ -1,5 +1,6 @@
 """`archlab memory`: search the workspace's vector memory, see what it holds, add
-notes and papers. Cheap to import: chromadb and the embedder load inside commands."""
+notes and papers. Cheap to import: chromadb and the embedder load inside commands.
+Bad input or settings fail with archlab.cli.common.fail (exit 2)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from archlab.cli.common import CONFIG, WORKSPACE, console, out
+from archlab.cli.common import CONFIG, WORKSPACE, console, fail, guard, load_settings, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="The workspace's vector memory: past experiments, the analyst's lessons, your notes.")
@@ -16,18 +17,13 @@ KINDS = ("experiments", "insights", "notes", "code")
 
 
 def _open(workspace: Optional[Path], config: Optional[Path]) -> tuple[Any, Path]:
-    from archlab.config import load_config
-    from archlab.errors import ArchlabError
+    """The workspace's vector memory and the workspace; fails when its embedder cannot load."""
     from archlab.memory.vector import VectorMemory
 
-    try:
-        cfg = load_config(config, overrides={"workspace": str(workspace)} if workspace else None)
-        from archlab.memory.embeddings import get_embedder
+    cfg = load_settings(config, workspace=workspace)
+    from archlab.memory.embeddings import get_embedder
 
-        get_embedder(cfg.memory.embeddings)
-    except ArchlabError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+    guard(lambda: get_embedder(cfg.memory.embeddings))
     return VectorMemory.for_config(cfg, cfg.workspace), Path(cfg.workspace)
 
 
@@ -51,15 +47,13 @@ def search(
     from archlab.memory.embeddings import code_vector
 
     if kind not in (*KINDS, "all"):
-        console.print(f"[bold red]error:[/] --kind must be one of {', '.join(KINDS)} or all")
-        raise typer.Exit(2)
+        fail(f"--kind must be one of {', '.join(KINDS)} or all")
     mem, ws = _open(workspace, config)
     _index(mem, ws, task)
     if code:
         path = Path(query)
         if not path.is_file():
-            console.print(f"[bold red]error:[/] --code needs a file; {query} is not one")
-            raise typer.Exit(2)
+            fail(f"--code needs a file; {query} is not one")
         kinds, vectors = ["code"], {"code": code_vector(path.read_text())}
     else:
         kinds = list(KINDS[:3]) if kind == "all" else [kind]
@@ -117,13 +111,11 @@ def add(files: list[Path] = typer.Argument(..., help="text or markdown files (pa
     """Add notes or papers (as text) to the memory; the researcher sees the relevant parts."""
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
-        console.print(f"[bold red]error:[/] no such file: {', '.join(missing)}")
-        raise typer.Exit(2)
+        fail(f"no such file: {', '.join(missing)}")
     mem, _ = _open(workspace, config)
     try:
         added = mem.add_notes(files, task=task or "")
-    except ValueError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
+    except ValueError as exc:  # a file that is not text
+        fail(str(exc))
     for path, n in added:
         typer.echo(f"added {path}: {n} chunk(s)")

@@ -1,11 +1,14 @@
-"""`archlab sandbox ...`: build and check the docker runner image.
-Cheap to import: docker is imported inside the commands."""
+"""`archlab sandbox ...`: build and check the docker runner image (also run on its
+own: `python -m archlab.cli.sandbox build --offline`). Cheap to import: docker is
+imported inside the commands. A failed build fails with archlab.cli.common.fail, exit 1."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from archlab.cli.common import guard
 
 app = typer.Typer(help="The docker sandbox's runner image: build it, check it.", no_args_is_help=True)
 
@@ -19,15 +22,10 @@ def build(
     wheels: Optional[Path] = typer.Option(None, help="Install from this folder of wheels only (no package index)."),
 ) -> None:
     """Build the runner image (Python, torch) and print its tag."""
-    from archlab.errors import ArchlabError
     from archlab.sandbox.image import build_image
 
-    try:
-        tag = build_image(offline=offline, force=force, base=base, wheels=wheels,
-                          log=lambda line: typer.echo(line, err=True))
-    except ArchlabError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
+    tag = guard(lambda: build_image(offline=offline, force=force, base=base, wheels=wheels,
+                                    log=lambda line: typer.echo(line, err=True)), code=1)
     typer.echo(tag)
 
 

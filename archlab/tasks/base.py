@@ -179,12 +179,20 @@ class TaskPack(ABC):
         """The searched metric (the mean over seeds where there are several), or None when absent."""
         return self.value(metrics, self.metric)
 
-    def ranked(self, rows: Iterable[T], value: Callable[[T], float | None] = lambda r: r.score, *,
+    def value_of(self, e: Any, metric: str | None = None) -> float | None:
+        """An experiment's `metric` (a ledger row, or anything with `metrics` and `score`): from its
+        metrics, else, for the searched metric, the score the ledger recorded."""
+        metric = metric or self.metric
+        v = self.value(getattr(e, "metrics", None), metric)
+        return getattr(e, "score", None) if v is None and metric == self.metric else v
+
+    def ranked(self, rows: Iterable[T], value: Callable[[T], float | None] | None = None, *,
                metric: str | None = None, higher: bool | None = None,
                tiebreak: Callable[[T], Any] | None = None) -> list[T]:
         """The one ranking: the rows that have a value, best first by the direction of `metric`
         (`higher` overrides it); equal values in `tiebreak` order, else in the order given."""
         up = self.higher(metric) if higher is None else higher
+        value = value or (lambda r: self.value_of(r, metric))
         scored = [(v, i, r) for i, r in enumerate(rows) if (v := value(r)) is not None]
         scored.sort(key=lambda t: (-t[0] if up else t[0], tiebreak(t[2]) if tiebreak else t[1]))
         return [r for _, _, r in scored]
