@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from archlab.agents import evidence
 from archlab.agents.context import LabContext
 from archlab.agents.state import ExperimentState
 from archlab.errors import LLMError
-from archlab.agents import evidence
 from archlab.prompts import render
 
 
@@ -49,7 +49,7 @@ def analyse(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         return {"analysis": offline, "outcome": "done"}
     proposal = state.get("proposal") or {}
     view = ctx.remember(state["experiment"], "neighbours", 0,
-                        lambda: evidence.analyst_view(ctx, state["experiment"], proposal))
+                        lambda: evidence.for_analyst(ctx, state["experiment"], proposal))
     shown = {"parent": [], "siblings": [], "neighbours": []} | evidence.sections(view)
     context = {"task": ctx.task, "proposal": proposal, "metrics": state.get("metrics"), "comparisons": facts,
                "check": state.get("check") or {}, **shown}

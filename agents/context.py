@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from archlab.errors import BudgetExceeded
 
 if TYPE_CHECKING:
-    from archlab.config import Config
     from archlab.campaign_folder import CampaignFolder
+    from archlab.config import Config
     from archlab.llm import LLMClient
     from archlab.memory.ledger import Ledger
     from archlab.sandbox.base import Backend
@@ -30,12 +30,12 @@ def job_limits(task: Any, sandbox: Any, kind: str) -> Any:
 
 @dataclass
 class LabContext:
-    config: "Config"
-    folder: "CampaignFolder"
-    ledger: "Ledger"
-    task: "TaskPack"
-    backend: "Backend"
-    llm: "LLMClient | None" = None
+    config: Config
+    folder: CampaignFolder
+    ledger: Ledger
+    task: TaskPack
+    backend: Backend
+    llm: LLMClient | None = None
     live: dict[int, dict[str, Any]] = field(default_factory=dict)  # last progress event per experiment
     recorded: Any = None  # replay: a RecordedRun answering what the original run saw and got
     memory: Any = None    # the workspace's VectorMemory (opened lazily), None when [memory] enabled = false

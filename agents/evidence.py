@@ -12,7 +12,8 @@ re-proposing a near neighbour of a failed candidate) draws on the same memory.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from archlab.memory.embeddings import code_vector
 from archlab.memory.vector import Item, VectorMemory, proposal_text, task_setting, where
@@ -85,7 +86,7 @@ def ledger_row(e: Any, campaign: str) -> dict[str, Any]:
         "motivation": str((e.proposal or {}).get("motivation") or "")}), campaign)
 
 
-def _view(sections: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _evidence(sections: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     items: dict[str, Any] = {}
     for rows in sections.values():
         for r in rows:
@@ -121,7 +122,7 @@ def _distinct(items: list[Item]) -> list[Item]:
     return [it for it in items if not (it.text in seen or seen.add(it.text))]
 
 
-def ledger_view(ctx: Any, experiment: int) -> dict[str, Any]:
+def from_ledger(ctx: Any, experiment: int) -> dict[str, Any]:
     """Without a vector memory: this campaign's elites, recent results and recent failures."""
     campaign, k = ctx.folder.id, SHOW["elites"]
 
@@ -129,7 +130,7 @@ def ledger_view(ctx: Any, experiment: int) -> dict[str, Any]:
     best = ctx.task.ranked(done, tiebreak=lambda e: e.id)[:k]
     recent = [e for e in done if e not in best][-k:]
     failed = [e for e in ctx.ledger.experiments(status=["failed"]) if e.id < experiment][-SHOW["failures"]:]
-    return _view({"elites": [ledger_row(e, campaign) for e in best + recent],
+    return _evidence({"elites": [ledger_row(e, campaign) for e in best + recent],
                   "failures": [ledger_row(e, campaign) for e in failed]})
 
 
@@ -149,18 +150,22 @@ def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:
         return fallback()
 
 
-def research_view(ctx: Any, experiment: int, idea: str | None = None) -> dict[str, Any]:
+def for_researcher(ctx: Any, experiment: int, idea: str | None = None) -> dict[str, Any]:
     """The researcher's evidence: elites (diverse), the nearest past experiments to
     the parent and to the idea, recent failures, top insights, relevant notes and
-    three code exemplars. `idea` is the proposal being reconsidered, if any."""
-    return guarded(ctx, "research view", lambda: _research_view(ctx, experiment, idea),
-                   lambda: ledger_view(ctx, experiment))
+    three code exemplars, across the workspace's memory; the ledger alone without one.
+    `idea` is the proposal being reconsidered, if any."""
+    if isinstance(idea, str) and not idea.strip():
+        idea = None
+    return guarded(ctx, "research view", lambda: _for_researcher(ctx, experiment, idea),
+                   lambda: from_ledger(ctx, experiment))
 
 
-def _research_view(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any]:
+def _for_researcher(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any]:
+    # long: the sections share `shown` (each memory is shown once) and run in this order: one view read top to bottom
     mem = ready(ctx)
     if mem is None:
-        return ledger_view(ctx, experiment)
+        return from_ledger(ctx, experiment)
     campaign, task = ctx.folder.id, ctx.task.name
     setting = task_setting(ctx.config.task.model_dump(mode="json"))
     shown: set[str] = set()  # ids, and code hashes: the same code from two campaigns is shown once
@@ -220,10 +225,10 @@ def _research_view(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any
     rel = [1.0 - i / max(1, len(with_code)) for i in range(len(with_code))]
     out["exemplars"] = [{**row(pool[it.id], campaign), "id": f"code:{it.id}", "code": it.text[:EXEMPLAR_CHARS]}
                         for it in sorted(mmr(with_code, SHOW["exemplars"], rel), key=lambda it: rank[it.id])]
-    return _view(out)
+    return _evidence(out)
 
 
-def analyst_view(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[str, Any]:
+def for_analyst(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[str, Any]:
     """The analyst's context: the parent, its other children ranked by score, and
     the experiments nearest to this one across the workspace's memory."""
     campaign = ctx.folder.id
@@ -247,7 +252,7 @@ def analyst_view(ctx: Any, experiment: int, proposal: dict[str, Any]) -> dict[st
         return [row(n, campaign) for n in mmr(near, NEIGHBOURS)]
 
     out["neighbours"] = guarded(ctx, "analyst neighbours", neighbours, list)
-    return _view(out)
+    return _evidence(out)
 
 
 # -- offline strategies: not re-proposing near neighbours of failures -------------------------

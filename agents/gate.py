@@ -176,10 +176,9 @@ def _rejection(n: dict[str, Any], layer: str, similarity: float, reason: str) ->
 def judge(ctx: Any, state: dict[str, Any], near: dict[str, Any]) -> JudgeVerdict | None:
     """The LLM judge's verdict; None when it gave none (then the candidate goes on)."""
     from archlab.errors import LLMError
-    from archlab.prompts import render
-
     from archlab.llm.schemas import for_prompt
     from archlab.llm.window import fit_sections
+    from archlab.prompts import render
 
     context = {"task": ctx.task, "candidate": state.get("proposal") or {},
                "code": (state.get("code") or "")[:JUDGE_CODE_CHARS],
@@ -212,13 +211,15 @@ def screen(ctx: Any, state: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
     cfg, sim = ctx.config.memory, near["similarity"]
     detail = f"similarity {sim:.3f} (proposal {near['proposal']:.3f}, code {near['code']:.3f})"
     if sim >= cfg.near_duplicate:
-        return _rejection(n, "embedding", sim, f"near duplicate of {n['ref']} ({n['name']}), which {_neighbour_outcome(ctx, n)}: "
+        return _rejection(n, "embedding", sim, f"near duplicate of {n['ref']} ({n['name']}), "
+                                               f"which {_neighbour_outcome(ctx, n)}: "
                                                f"{detail} >= {cfg.near_duplicate}"), near
     if sim >= cfg.judge_above and ctx.llm is not None:
         verdict = judge(ctx, state, near)
         if verdict is not None and verdict.same:
             return _rejection(n, "judge", sim, f"the judge found it the same experiment as {n['ref']} ({n['name']}), "
-                                               f"which {_neighbour_outcome(ctx, n)}: {verdict.reason.strip()} [{detail}]"), near
+                                               f"which {_neighbour_outcome(ctx, n)}: "
+                                               f"{verdict.reason.strip()} [{detail}]"), near
         if verdict is not None:
             ctx.ledger.event(exp, "gate.judged_novel", {"layer": "judge", "neighbour": n.get("experiment"),
                                                         "campaign": n.get("campaign"), "reason": verdict.reason})

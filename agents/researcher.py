@@ -3,27 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from archlab.agents import evidence
 from archlab.agents.context import LabContext
 from archlab.agents.state import ExperimentState, proposal_schema
 from archlab.agents.strategies import propose_offline
 from archlab.errors import LLMError
 from archlab.llm.schemas import for_prompt
-from archlab.agents import evidence
 from archlab.memory.vector import proposal_text
 from archlab.prompts import render
 
 # What goes first when the prompt does not fit the model's window: code exemplars,
 # then the neighbours, then notes, insights, failures, and the elites last.
 TRIM_ORDER = ("exemplars", "near_idea", "near_parent", "notes", "insights", "failures", "elites")
-
-
-def research_view(ctx: LabContext, experiment: int, idea: str | None = None) -> dict[str, Any]:
-    """What the researcher sees (agents/evidence.py): diverse elites, the nearest past
-    experiments to the likely parent and to the idea, recent failures, insights, notes
-    and code exemplars, across the workspace's memory; the ledger alone without one."""
-    if isinstance(idea, str) and not idea.strip():
-        idea = None
-    return evidence.research_view(ctx, experiment, idea)
 
 
 def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
@@ -38,7 +29,7 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}
 
     idea = proposal_text(state.get("proposal")) if attempt else None  # the refused proposal, reconsidered
-    view = ctx.remember(exp, "research", attempt, lambda: research_view(ctx, exp, idea))
+    view = ctx.remember(exp, "research", attempt, lambda: evidence.for_researcher(ctx, exp, idea))
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | evidence.sections(view)

@@ -66,7 +66,7 @@ class ExperimentState(TypedDict, total=False):
     proposal: dict[str, Any] | None  # Proposal fields + genome (offline) + parent_id
     code: str | None
     hashes: dict[str, str] | None    # text, ast
-    view: list[Any]                  # ids the researcher was shown: ledger ids (offline), memory ids "<campaign>:<id>" (LLM)
+    view: list[Any]                  # ids the researcher was shown: ledger ids (offline), "<campaign>:<id>" (LLM)
     rejections: list[Rejection]      # duplicates the gate refused, newest last
     error: str | None                # last code error, for the repair
     proposals: int                   # research calls made

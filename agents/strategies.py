@@ -39,7 +39,8 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
         view = [e.id for e in population]
     else:
         genome = space.sample(rng)
-        why = "random search" if ctx.strategy == "random" else f"initial population ({len(population)}/{search.population})"
+        why = ("random search" if ctx.strategy == "random"
+               else f"initial population ({len(population)}/{search.population})")
         motivation, parent, view = f"{why}: uniform sample of the design space", None, [e.id for e in population]
     redraw = (lambda r: space.mutate(best.genome, r)) if parent is not None else space.sample
     genome, avoided = avoid_failures(ctx, experiment, attempt, genome, redraw)

@@ -10,15 +10,16 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from archlab.agents.context import LabContext
+from archlab.campaign_folder import CampaignFolder
 from archlab.config import Config, merge, validate
 from archlab.errors import ArchlabError, BudgetExceeded, ConfigError, ModelUnavailable
-from archlab.campaign_folder import CampaignFolder
 from archlab.memory.ledger import IN_FLIGHT, Ledger
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -102,7 +103,7 @@ class Campaign:
 
     # -- opening ------------------------------------------------------------
     @classmethod
-    def create(cls, config: Config, folder: CampaignFolder | None = None) -> "Campaign":
+    def create(cls, config: Config, folder: CampaignFolder | None = None) -> Campaign:
         from archlab.tasks import get_task
 
         get_task(config.task.name, config.task.options, config.task.preset).validate()  # fail before any folder
@@ -112,7 +113,7 @@ class Campaign:
         return cls(folder, config)
 
     @classmethod
-    def open(cls, workspace: Path, campaign_id: str, overrides: dict[str, Any] | None = None) -> "Campaign":
+    def open(cls, workspace: Path, campaign_id: str, overrides: dict[str, Any] | None = None) -> Campaign:
         folder = CampaignFolder.open(workspace, campaign_id)
         data = folder.read_config()
         if overrides:
@@ -126,7 +127,8 @@ class Campaign:
         if self.config.strategy != "llm":
             return None
         if not self.config.llm.model:
-            raise ArchlabError("strategy `llm` needs a model: pass --model provider/name or set [llm] model in archlab.toml")
+            raise ArchlabError("strategy `llm` needs a model: pass --model provider/name "
+                               "or set [llm] model in archlab.toml")
         from archlab.llm import LLMClient
 
         def on_usage(usage: Any) -> None:

@@ -44,14 +44,14 @@ class CampaignFolder:
         return path
 
     @classmethod
-    def create(cls, workspace: Path, task: str) -> "CampaignFolder":
+    def create(cls, workspace: Path, task: str) -> CampaignFolder:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         root = Path(workspace) / f"{task}-{stamp}-{secrets.token_hex(2)}"
         (root / "experiments").mkdir(parents=True)
         return cls(root)
 
     @classmethod
-    def open(cls, workspace: Path, campaign_id: str) -> "CampaignFolder":
+    def open(cls, workspace: Path, campaign_id: str) -> CampaignFolder:
         root = Path(campaign_id)
         if not (root / "config.json").exists():
             root = Path(workspace) / campaign_id

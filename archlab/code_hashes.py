@@ -20,6 +20,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+
 from archlab.pyparse import parse as parse_python
 
 

@@ -4,10 +4,11 @@ Everything is validated up front, with errors that say how to fix them."""
 from __future__ import annotations
 
 import os
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from archlab.errors import ConfigError
@@ -73,7 +74,8 @@ class LLMConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    experiments: int | None = Field(None, gt=0)  # evaluated experiments, baselines not counted; None: the task's default
+    # evaluated experiments, baselines not counted; None: the task's default
+    experiments: int | None = Field(None, gt=0)
     hours: float | None = Field(None, gt=0)  # wall clock
     gpu_hours: float | None = Field(None, gt=0)
     tokens: int | None = Field(None, gt=0)
@@ -129,7 +131,7 @@ class MemoryConfig(_Section):
     # Novelty of an LLM proposal: similarity to the nearest past experiment = min(proposal, code) cosine.
     near_duplicate: float = Field(0.95, gt=0, le=1)  # at or above: refused, back to the researcher
     judge_above: float = Field(0.85, gt=0, le=1)     # [judge_above, near_duplicate): the LLM judge decides
-    avoid_failures: float = Field(0.99, gt=0, le=1)  # offline strategies redraw a candidate this close to a failure (code)
+    avoid_failures: float = Field(0.99, gt=0, le=1)  # offline strategies redraw code this close to a failure
 
     @field_validator("judge_above")
     @classmethod
@@ -214,12 +216,12 @@ def explain(exc: ValidationError, source: str) -> ConfigError:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         section, _, field = where.partition(".")
-        hint = (f"set [{section}] {field} in archlab.toml, ARCHLAB_{section.upper()}_{field.upper()}, or the matching flag"
-                if field else f"check `{where}`")
+        hint = (f"set [{section}] {field} in archlab.toml, ARCHLAB_{section.upper()}_{field.upper()}, "
+                "or the matching flag" if field else f"check `{where}`")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
-            hint = f"remove it or fix its spelling (see `archlab run --help`)"
+            hint = "remove it or fix its spelling (see `archlab run --help`)"
         lines.append(f"  {where}: {msg} (got {err.get('input')!r}); {hint}")
     return ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines))
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from archlab.errors import ArchlabError, LLMError
 from archlab.campaign_folder import CampaignFolder
+from archlab.errors import ArchlabError, LLMError
 from archlab.memory.ledger import IN_FLIGHT, Experiment, Ledger
 from archlab.sandbox.base import JobResult
 
@@ -122,14 +123,15 @@ def decisions(ledger: Ledger, experiment: int) -> list[tuple[str, str]]:
 def compare(original: Ledger, replayed: Ledger, experiment: int) -> None:
     """Raise Divergence at the first decision or recorded field that differs."""
     before, after = decisions(original, experiment), decisions(replayed, experiment)
-    for i, (a, b) in enumerate(zip(before, after)):
+    for i, (a, b) in enumerate(zip(before, after, strict=False)):
         if a != b:
             raise Divergence(experiment, f"{i + 1} ({a[0]})", f"recorded {a[0]} = {a[1]}\nreplayed {b[0]} = {b[1]}")
     if len(before) != len(after):
         longer = before if len(before) > len(after) else after
         extra = longer[min(len(before), len(after))]
         raise Divergence(experiment, f"{min(len(before), len(after)) + 1} ({extra[0]})",
-                         f"the {'recorded' if longer is before else 'replayed'} run went on with {extra[0]} = {extra[1]}")
+                         f"the {'recorded' if longer is before else 'replayed'} run went on with "
+                         f"{extra[0]} = {extra[1]}")
     row_a, row_b = original.get(experiment), replayed.get(experiment)
     for name in ROW_FIELDS:
         if getattr(row_a, name) != getattr(row_b, name):
@@ -229,7 +231,8 @@ def timeline(folder: CampaignFolder) -> list[str]:
             if story:
                 lines.append(f"    {story}")
         for rec in llm:
-            verdict = "ok" if rec["valid"] else f"{'failed' if rec.get('response') is None else 'invalid'}: {(rec['error'] or '')[:100]}"
+            verdict = ("ok" if rec["valid"] else
+                       f"{'failed' if rec.get('response') is None else 'invalid'}: {(rec['error'] or '')[:100]}")
             lines.append(f"    model {rec['step']} attempt {rec['attempt']}: {verdict}, "
                          f"{rec['prompt_tokens'] + rec['completion_tokens']} tokens")
         if row.failure_reason:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.config import Config
 from archlab.campaign_folder import CampaignFolder
+from archlab.config import Config
 
 
 @dataclass

@@ -27,8 +27,9 @@ import sys
 import tempfile
 import time
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 SWAP = {"silu": "gelu", "gelu": "silu", "relu": "gelu", "elu": "selu", "sigmoid": "tanh", "tanh": "sigmoid",
@@ -124,7 +125,7 @@ def reorder(code: str, rng: random.Random) -> str | None:
         if fn.name == "__init__":
             continue
         for block in [fn.body] + [n.body for n in ast.walk(fn) if isinstance(n, (ast.For, ast.While, ast.If))]:
-            for a, b in zip(block, block[1:]):
+            for a, b in zip(block, block[1:], strict=False):
                 if not all(isinstance(s, ast.Assign) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in s.targets)
                            for s in (a, b)):
                     continue
@@ -151,14 +152,18 @@ def algebra(code: str, rng: random.Random) -> str | None:
     if not cands:
         return None
     n = rng.choice(consts or cands)
-    seg = lambda s: f"({ast.get_source_segment(code, s)})" if isinstance(s, ast.BinOp) else ast.get_source_segment(code, s)
+
+    def seg(s: ast.expr) -> str | None:
+        return f"({ast.get_source_segment(code, s)})" if isinstance(s, ast.BinOp) else ast.get_source_segment(code, s)
+
     op = "+" if isinstance(n.op, ast.Add) else "*"
     return _apply(code, [(n.lineno, n.col_offset, n.end_col_offset, f"{seg(n.right)} {op} {seg(n.left)}")])
 
 
 def dead_code(code: str, rng: random.Random) -> str | None:
     tree = ast.parse(code)
-    fn = next((f for f in _functions(tree) if f.name in ("forward", "cell")), None) or next(iter(_functions(tree)), None)
+    fn = (next((f for f in _functions(tree) if f.name in ("forward", "cell")), None)
+          or next(iter(_functions(tree)), None))
     if fn is None:
         return None
     lines = code.splitlines()
@@ -207,8 +212,9 @@ def loop_move(code: str, rng: random.Random) -> str | None:
             body_indent = s.body[0].col_offset
             if i + 1 < len(block) and block[i + 1].lineno == block[i + 1].end_lineno:
                 options.append(("into", s, block[i + 1], body_indent))
-            if len(s.body) > 1 and s.body[-1].lineno == s.body[-1].end_lineno and not isinstance(s.body[-1], ast.Return):
-                options.append(("out", s, s.body[-1], s.col_offset))
+            last = s.body[-1]
+            if len(s.body) > 1 and last.lineno == last.end_lineno and not isinstance(last, ast.Return):
+                options.append(("out", s, last, s.col_offset))
     if not options:
         return None
     how, loop, stmt, indent = rng.choice(options)
@@ -220,8 +226,10 @@ def loop_move(code: str, rng: random.Random) -> str | None:
 
 
 DUPLICATES: dict[str, Callable] = {"reindented": reindent, "reformatted": reformat, "renamed": rename,
-                                   "comments": comments, "reordered": reorder, "algebra": algebra, "dead code": dead_code}
-DIFFERENT: dict[str, Callable] = {"op changed": op_changed, "constant changed": constant_changed, "loop move": loop_move}
+                                   "comments": comments, "reordered": reorder, "algebra": algebra,
+                                   "dead code": dead_code}
+DIFFERENT: dict[str, Callable] = {"op changed": op_changed, "constant changed": constant_changed,
+                                  "loop move": loop_move}
 
 
 # -- the labelled set ---------------------------------------------------------------------
@@ -251,7 +259,7 @@ def pairs(srcs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
             for kind, fn in group.items():
                 rng = random.Random(f"{task}:{name}:{kind}")
                 tries = 2 if (task == "nb201" and kind == "op changed") else 1
-                for t in range(tries):
+                for _try in range(tries):
                     try:
                         variant = fn(code, rng)
                         ast.parse(variant) if variant else None
@@ -294,8 +302,8 @@ def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, str | None
 
 
 def evaluate(data: list[dict[str, Any]], fps: dict[str, str | None], near: float) -> dict[str, list]:
-    from archlab.memory.embeddings import code_vector, cosine
     from archlab.code_hashes import ast_hash, text_hash
+    from archlab.memory.embeddings import code_vector, cosine
 
     for p in data:
         a, b = p["a"], p["b"]
@@ -377,7 +385,8 @@ def gate_latency(module: str, n_memories: int, embeddings: str) -> dict[str, flo
                 ids = [f"filler:{j}" for j in range(i, min(n_memories, i + 5000))]
                 metas = [{"campaign": "filler", "experiment": j, "task": "lm", "setting": "x", "status": "done",
                           "score": float(rs.random()), "name": f"filler {j}"} for j in range(i, i + len(ids))]
-                col.add(ids=ids, embeddings=vecs[i:i + len(ids)].tolist(), documents=["filler"] * len(ids), metadatas=metas)
+                col.add(ids=ids, embeddings=vecs[i:i + len(ids)].tolist(), documents=["filler"] * len(ids),
+                        metadatas=metas)
         qv = mem.embed(["a gated delta rule with a short convolution"])[0]
         out["vector query, proposals (10k)"] = median_ms(lambda i: mem.query("experiments", qv, 8, task="lm"))
         cv = code_vector(module)
@@ -401,6 +410,7 @@ def gate_latency(module: str, n_memories: int, embeddings: str) -> dict[str, flo
 # -- main ---------------------------------------------------------------------------------
 
 def main() -> None:
+    # long: the arguments, then each task's variants and their verdicts: a benchmark script read top to bottom
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nb201", type=int, default=27, help="nb201 design-space renders (plus the 3 baselines)")
     ap.add_argument("--lm", type=int, default=16, help="lm design-space renders (plus the baselines)")
@@ -411,8 +421,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="no sandbox (no fingerprints), no 10k-memory gate")
     args = ap.parse_args()
 
-    from archlab.memory.embeddings import code_vector
     from archlab.code_hashes import ast_hash, text_hash
+    from archlab.memory.embeddings import code_vector
 
     srcs = sources(args.nb201, args.lm)
     data = pairs(srcs)
@@ -440,7 +450,7 @@ def main() -> None:
             if rows:
                 n, prec, rec, fp, fn = scores(rows)
                 print(f"        {layer:<38} {n:>5} {prec:>9.3f} {rec:>7.3f} {fp:>4} {fn:>4}")
-    print(f"\nshare of each variant kind called a duplicate (all tasks; fingerprint where computed):")
+    print("\nshare of each variant kind called a duplicate (all tasks; fingerprint where computed):")
     layers = list(by_layer)
     short = ["md5", "text", "AST", "fp", "emb", "casc", "c+emb"]
     print(f"  {'variant':<17} {'dup?':<5} {'n':>4} " + " ".join(f"{s:>6}" for s in short))

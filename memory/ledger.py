@@ -6,10 +6,11 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -168,7 +169,8 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT origin, status, COUNT(*) FROM experiments GROUP BY origin, status").fetchall()
+            rows = self._db.execute("SELECT origin, status, COUNT(*) FROM experiments "
+                                    "GROUP BY origin, status").fetchall()
         out: dict[str, int] = {}
         for origin, status, n in rows:
             out[f"{origin}.{status}"] = n

@@ -24,13 +24,21 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from archlab.memory.embeddings import (CODE_KEY, Embedder, chroma_function, chunk_text, code_summary, code_vector,
-                                       get_embedder)
+from archlab.memory.embeddings import (
+    CODE_KEY,
+    Embedder,
+    chroma_function,
+    chunk_text,
+    code_summary,
+    code_vector,
+    get_embedder,
+)
 
 KINDS = ("experiments", "code", "insights", "notes")
 BATCH = 2000          # chromadb takes at most 5,461 records per call
@@ -107,7 +115,7 @@ class VectorMemory:
         self._lock = threading.RLock()
 
     @classmethod
-    def for_config(cls, config: Any, workspace: Path) -> "VectorMemory":
+    def for_config(cls, config: Any, workspace: Path) -> VectorMemory:
         mem = config.memory
         path = Path(mem.path) if mem.path else Path(workspace) / "memory"
         return cls(path=None if mem.url else path, url=mem.url, embeddings=mem.embeddings)
@@ -308,7 +316,7 @@ class VectorMemory:
             items += [Item(i, kind, d or "", m or {}, round(1.0 - float(dist), 6),
                            list(map(float, embs[0][j])) if vectors and embs is not None else None)
                       for j, (i, d, m, dist) in enumerate(zip(r["ids"][0], r["documents"][0], r["metadatas"][0],
-                                                              r["distances"][0]))]
+                                                              r["distances"][0], strict=False))]
         return sorted(items, key=lambda it: (-(it.similarity or 0.0), it.id))[:max(k, 0)]
 
     def get(self, kind: str, ids: Sequence[str] | None = None, filters: dict[str, Any] | None = None,
@@ -323,7 +331,7 @@ class VectorMemory:
             embs = r.get("embeddings")
             items += [Item(i, kind, d or "", m or {}, None,
                            list(map(float, embs[j])) if vectors and embs is not None else None)
-                      for j, (i, d, m) in enumerate(zip(r["ids"], r["documents"], r["metadatas"]))]
+                      for j, (i, d, m) in enumerate(zip(r["ids"], r["documents"], r["metadatas"], strict=False))]
         return sorted(items, key=lambda it: it.id)
 
     def stats(self) -> dict[str, Any]:

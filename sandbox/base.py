@@ -12,9 +12,10 @@ import os
 import re
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 Status = Literal["ok", "timeout", "oom", "crash", "nan", "integrity"]
 STATUSES: tuple[str, ...] = ("ok", "timeout", "oom", "crash", "nan", "integrity")
@@ -63,7 +64,7 @@ class JobResult:
         return self.status == "ok"
 
     @classmethod
-    def load(cls, path: Path) -> "JobResult":
+    def load(cls, path: Path) -> JobResult:
         """A result saved with to_dict() (a finished job's record)."""
         data = json.loads(Path(path).read_text())
         data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
@@ -89,7 +90,7 @@ class Backend(ABC):
     @abstractmethod
     def run(self, job: Job, on_event: EventSink | None = None) -> JobResult: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: most backends hold nothing
         """Release what the backend holds beyond a single job (an engine connection, a cluster it
         started). Callers call it once, when they are done with the backend; the default holds
         nothing. Safe to call twice."""
@@ -149,5 +150,6 @@ def linked_output(out: Path) -> str | None:
         for name in dirs + files:
             path = Path(root, name)
             if path.is_symlink():
-                return f"output/{path.relative_to(out).as_posix()} is a link ({os.readlink(path)}): a job writes plain files"
+                return (f"output/{path.relative_to(out).as_posix()} is a link ({os.readlink(path)}): "
+                        "a job writes plain files")
     return None

@@ -41,7 +41,18 @@ import requests
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from archlab.errors import ConfigError
-from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, touched_input
+from archlab.sandbox.base import (
+    INPUT,
+    OUTPUT,
+    PYTHON,
+    Backend,
+    EventSink,
+    Job,
+    JobResult,
+    Limits,
+    linked_output,
+    touched_input,
+)
 from archlab.sandbox.image import client, find_image, image_tag
 from archlab.sandbox.outcome import TAIL_CHARS, Stream, classify, last_line
 from archlab.sandbox.workdir import fresh_workdir, safe_relpath, substitute
@@ -208,7 +219,8 @@ class DockerBackend(Backend):
             entrypoint=[], environment=_env(job), working_dir=C_OUTPUT, user=self.user,
             network_mode="none", read_only=True, mounts=binds,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={max(16, lim.memory_mb // 4)}m"}, shm_size=f"{self.shm_mb}m",
-            mem_limit=mem, memswap_limit=mem, nano_cpus=int(min(lim.cpus, os.cpu_count() or 1) * 1e9), pids_limit=self.pids_limit,
+            mem_limit=mem, memswap_limit=mem, nano_cpus=int(min(lim.cpus, os.cpu_count() or 1) * 1e9),
+            pids_limit=self.pids_limit,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], ulimits=[Ulimit(name="core", soft=0, hard=0)],
             device_requests=gpus, runtime=self.runtime, init=True, stdin_open=False, tty=False,
             log_config=LogConfig(type="none"),  # we read the attach stream; no copy on the engine's disk

@@ -14,8 +14,8 @@ import shutil
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 def _nvidia_smi() -> list[tuple[int, str]]:

@@ -26,8 +26,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from archlab.errors import ConfigError
 
@@ -60,7 +60,8 @@ def bwrap_problem() -> str | None:
         inp.mkdir()
         out.mkdir()
         try:
-            probe = argv(sys.executable, inp.resolve(), out.resolve(), [], [], 16) + [sys.executable, "-I", "-S", "-c", ""]
+            probe = (argv(sys.executable, inp.resolve(), out.resolve(), [], [], 16)
+                     + [sys.executable, "-I", "-S", "-c", ""])
             res = subprocess.run(probe, capture_output=True, text=True, timeout=30,
                                  preexec_fn=lambda: libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:  # incl. asking the interpreter
@@ -163,7 +164,8 @@ def argv(python: str, inp: Path, out: Path, data: Iterable[str], gpus: list[int]
     args = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--hostname", "archlab-job", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--disable-userns",
-            "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp",
             *_system_args()]
     system = {d for d in SYSTEM_DIRS if os.path.isdir(d)}
     for root in python_roots(python, (str(inp.parent),)):  # a venv holding the workspace shows only its libraries
@@ -175,7 +177,8 @@ def argv(python: str, inp: Path, out: Path, data: Iterable[str], gpus: list[int]
     if gpus:
         for node in [f"/dev/nvidia{g}" for g in gpus] + list(GPU_CONTROL):
             args += ["--dev-bind-try", node, node]
-        for sys_dir in ("/sys/bus/pci", "/sys/devices", "/sys/module/nvidia"):  # the driver finds its devices by PCI address
+        # the driver finds its devices by PCI address
+        for sys_dir in ("/sys/bus/pci", "/sys/devices", "/sys/module/nvidia"):
             args += ["--ro-bind-try", sys_dir, sys_dir]
     args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", str(out), "--"]
     return args

@@ -41,13 +41,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from archlab.errors import ConfigError
 from archlab.sandbox import isolation as iso
 from archlab.sandbox.base import (
-    INPUT, OUTPUT, PYTHON, Backend, EventSink, Job, JobResult, Limits, linked_output, touched_input,
+    INPUT,
+    OUTPUT,
+    PYTHON,
+    Backend,
+    EventSink,
+    Job,
+    JobResult,
+    Limits,
+    linked_output,
+    touched_input,
 )
 from archlab.sandbox.outcome import TAIL_CHARS, Stream, classify
 from archlab.sandbox.pids import PidsCap, cgroup_base, sweep

@@ -68,7 +68,8 @@ def llama_server(tmp_path_factory):
     """The real model. Skips (saying why) where the server or the model is absent, unless
     REAL_MODEL_REQUIRED=1 (CI), where their absence fails the test."""
     python, gguf = real_model_paths()
-    missing = [f"{what} ({path})" for what, path in (("llama.cpp server", python), ("model", gguf)) if not path.exists()]
+    missing = [f"{what} ({path})" for what, path in (("llama.cpp server", python), ("model", gguf))
+               if not path.exists()]
     if missing:
         why = (f"no real local model: missing {' and '.join(missing)}; set it up with "
                "`python scripts/local_model.py` (or set REAL_MODEL_PYTHON / REAL_MODEL_GGUF)")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_llm_campaign import CELL_A, CELL_B, code, proposal
+
 from archlab.campaign import Campaign
 from archlab.config import load_config
-from test_llm_campaign import CELL_A, CELL_B, code, proposal
 
 
 def test_token_budget_stops_then_resume_with_more(tmp_path: Path, nb201_table: Path):

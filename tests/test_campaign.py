@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ARCHLAB
 
 from archlab.campaign import Campaign
 from archlab.config import load_config
-from conftest import ARCHLAB
 
 
 def config(tmp_path: Path, table: Path, **over):
@@ -26,7 +26,8 @@ def test_cli_run_show_and_json(tmp_path, nb201_table, cli_env):
     run = subprocess.run([*ARCHLAB, "run", "--task", "nb201", "--table", str(nb201_table), "--budget", "15",
                           "--workspace", str(ws), "-q"], capture_output=True, text=True, env=cli_env, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "no model configured: running the offline `evolution` strategy (set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)" in run.stderr
+    assert ("no model configured: running the offline `evolution` strategy (set one with --model provider/name, "
+            "ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)") in run.stderr
     assert "leaderboard" in run.stdout and "val_acc" in run.stdout
     campaign_id = next(p.name for p in ws.iterdir())
     shown = subprocess.run([*ARCHLAB, "show", campaign_id, "--json", "--workspace", str(ws)],
@@ -79,7 +80,8 @@ def test_same_seed_same_campaign(tmp_path, nb201_table):
 
 def test_eval_twice_trains_once(tmp_path, nb201_table, cli_env):
     cell = tmp_path / "mine.py"
-    cell.write_text("def cell(x0, ops):\n    a = ops.nor_conv_3x3(x0)\n    b = ops.nor_conv_3x3(x0) + ops.skip_connect(a)\n"
+    cell.write_text("def cell(x0, ops):\n    a = ops.nor_conv_3x3(x0)\n"
+                    "    b = ops.nor_conv_3x3(x0) + ops.skip_connect(a)\n"
                     "    return ops.nor_conv_3x3(x0) + ops.nor_conv_1x1(a) + ops.nor_conv_3x3(b)\n")
     renamed = tmp_path / "copy.py"
     renamed.write_text("def cell(inp, ops):\n    # same cell, other names\n    n1 = ops.nor_conv_3x3(inp)\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
 from conftest import ARCHLAB
 
 GOOD = ("def cell(x0, ops):\n    x1 = ops.nor_conv_3x3(x0)\n    x2 = ops.skip_connect(x0) + ops.nor_conv_1x1(x1)\n"

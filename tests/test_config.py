@@ -68,7 +68,8 @@ def test_unknown_task_and_missing_table_are_clear():
 def test_resume_with_a_bad_override_is_explained_and_stores_nothing(tmp_path, nb201_table):
     from archlab.campaign import Campaign
 
-    cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path), "task": {"name": "nb201", "table": str(nb201_table)},
+    cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path),
+                                               "task": {"name": "nb201", "table": str(nb201_table)},
                                                "budget": {"experiments": 2}})
     campaign = Campaign.create(cfg)
     with pytest.raises(ConfigError, match="budget.experiments"):

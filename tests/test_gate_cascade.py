@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 
 import pytest
-
-from archlab.campaign import Campaign
-from archlab.config import load_config
-from archlab.code_hashes import ast_hash, text_hash
 from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
 from test_llm_campaign import proposal as proposal_with_genome
+
+from archlab.campaign import Campaign
+from archlab.code_hashes import ast_hash, text_hash
+from archlab.config import load_config
 
 
 def proposal(name: str, parent: int | None = None) -> str:
@@ -36,7 +36,8 @@ def scan(x, w):
     state = state * 2
     return torch.stack(out), state
 """
-LOOP_INTO = LOOP.replace("        out.append(state)\n    state = state * 2\n", "        out.append(state)\n        state = state * 2\n")
+LOOP_INTO = LOOP.replace("        out.append(state)\n    state = state * 2\n",
+                         "        out.append(state)\n        state = state * 2\n")
 REFORMATTED = LOOP.replace("    ", "  ").replace("x[t] * w", "x[t]*w").replace("\n\n\n", "\n\n")
 RENAMED = """import torch
 
@@ -50,7 +51,8 @@ def scan(inp, weight):
     h = h * 2
     return torch.stack(ys), h
 """
-COMMENTED = LOOP.replace("def scan(x, w):\n", 'def scan(x, w):\n    """A decayed running sum."""\n    # the state starts empty\n')
+COMMENTED = LOOP.replace("def scan(x, w):\n",
+                         'def scan(x, w):\n    """A decayed running sum."""\n    # the state starts empty\n')
 CONSTANT = LOOP.replace("0.9", "0.8")
 OP = LOOP.replace("torch.stack", "torch.cat")
 

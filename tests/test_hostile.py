@@ -15,9 +15,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_sandbox_process import HEARTBEAT, beats_stopped
 
 from archlab.sandbox.base import Job, Limits
-from test_sandbox_process import HEARTBEAT, beats_stopped
 
 HARNESS_CMD = ["{python}", "{input}/harness.py", "{input}", "{output}"]
 BACKENDS = ["process", "docker", "ray-process", "ray-docker"]

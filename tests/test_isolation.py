@@ -8,14 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ARCHLAB
+from test_llm_campaign import GOOD_RULES
 
 from archlab.agents.context import job_limits
 from archlab.config import SandboxConfig
 from archlab.errors import ConfigError
 from archlab.sandbox import isolation
 from archlab.tasks import get_task
-from conftest import ARCHLAB
-from test_llm_campaign import GOOD_RULES
 
 NO_BWRAP = "/nonexistent-bin"  # a PATH on which bubblewrap cannot be found
 

@@ -151,7 +151,8 @@ def test_search_replace_edits_apply_against_the_parent(tmp_path):
 
 
 @pytest.mark.parametrize("block, says", [
-    (EDIT.replace("ops.none(x0) +", "ops.avg_pool_3x3(x0) +", 1), "edit block 1: its SEARCH lines (starting 'x2 = ops.avg_pool_3x3"),
+    (EDIT.replace("ops.none(x0) +", "ops.avg_pool_3x3(x0) +", 1),
+     "edit block 1: its SEARCH lines (starting 'x2 = ops.avg_pool_3x3"),
     ("<<<<<<< SEARCH\n    return x3\n=======\n    return x3\n>>>>>>> REPLACE", "edit block 1 changes nothing"),
     ("<<<<<<< SEARCH\nops.none(x\n=======\nops.skip_connect(x\n>>>>>>> REPLACE", "match 2 places"),
     (EDIT.rsplit("\n", 1)[0], "edit block 1 is not closed"),
@@ -258,7 +259,7 @@ def test_the_lm_researcher_prompt_fits_ollamas_default_window(tmp_path):
              "summary": "", "id": str(i)} for i, c in enumerate(lm.seeds(), 1)]
     context = {"task": lm, "metric": lm.metric, "direction": "lower", "elites": rows, "parent": rows[:1],
                "near_parent": rows[1:], "near_idea": rows, "failures": [], "insights": [], "notes": [],
-               "exemplars": [{**r, "code": c.code} for r, c in zip(rows, lm.seeds())], "rejections": [],
+               "exemplars": [{**r, "code": c.code} for r, c in zip(rows, lm.seeds(), strict=True)], "rejections": [],
                "schema": for_prompt(proposal_schema(lm))}
 
     def render_researcher(c: dict) -> list[dict]:
@@ -274,7 +275,8 @@ def test_the_lm_researcher_prompt_fits_ollamas_default_window(tmp_path):
 
 
 def test_tools_mode_reads_the_forced_tool_call(tmp_path):
-    llm = client(tmp_path, [{"step": "research", "response": "", "tool_calls": [{"name": "Proposal", "arguments": GOOD}]}],
+    llm = client(tmp_path, [{"step": "research", "response": "",
+                             "tool_calls": [{"name": "Proposal", "arguments": GOOD}]}],
                  structured="tools")
     assert llm.mode == "tools"
     assert llm.structured(ASK, Proposal, step="research", experiment=1).name == "gated-conv"

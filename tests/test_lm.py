@@ -140,7 +140,8 @@ def test_shakespeare_is_cleaned_and_split_by_play() -> None:
     assert "every 10th document" in how and 0.08 < len(val) / (len(train) + len(val)) < 0.12
     text = (train + val).decode()
     assert "**" not in text and "MACBETH:\n" in text and "  \n" not in text
-    assert clean_markdown("**First Witch**  \nWhen shall we three meet again  \n") == "First Witch:\nWhen shall we three meet again\n"
+    assert (clean_markdown("**First Witch**  \nWhen shall we three meet again  \n")
+            == "First Witch:\nWhen shall we three meet again\n")
 
 
 def test_exported_plays_give_the_same_data(tmp_path: Path) -> None:
@@ -172,7 +173,8 @@ def test_prepare_from_a_user_text_file(tmp_path: Path) -> None:
         (folder / f"{i:02d}.txt").write_text(f"document {i} " * 20)
     task = LMTask({"data": str(folder), "seq_len": 16})
     task.prepare(tmp_path / "camp")
-    assert task.data["val.bin"].read_bytes() == (folder / "00.txt").read_bytes() + b"\n\n" + (folder / "10.txt").read_bytes()
+    assert (task.data["val.bin"].read_bytes()
+            == (folder / "00.txt").read_bytes() + b"\n\n" + (folder / "10.txt").read_bytes())
     with pytest.raises(TaskOptionError, match="fewer than"):
         tiny_file = tmp_path / "tiny.txt"
         tiny_file.write_text("too short")
@@ -188,7 +190,8 @@ def test_seeds_static_checks_and_jobs(tmp_path: Path) -> None:
     assert [s.name for s in seeds] == list(BASELINES)
     for seed in seeds:
         assert task.static_errors(seed.code) == [], seed.name
-    assert any("must be a class" in e for e in task.static_errors("def TokenMixer(d_model, n_heads):\n    return None\n"))
+    assert any("must be a class" in e
+               for e in task.static_errors("def TokenMixer(d_model, n_heads):\n    return None\n"))
     assert any("`open`" in e for e in task.static_errors(LEAKY + "\nDATA = open('val.bin', 'rb').read()\n"))
     assert any("`sys`" in e for e in task.static_errors("import sys\n" + LEAKY))
     assert any("fromfile" in e for e in task.static_errors(LEAKY + "\nimport numpy\nX = numpy.fromfile('val.bin')\n"))
@@ -198,7 +201,8 @@ def test_seeds_static_checks_and_jobs(tmp_path: Path) -> None:
     assert check.command == ["{python}", "{input}/harness.py", "{input}/spec.json", "{output}"]
     assert set(check.files) == {"harness.py", "probes.py", "candidate.py", "spec.json"} and check.data == {}
     spec = json.loads(check.files["spec.json"])
-    assert (spec["mode"], spec["seed"], spec["device"], spec["threads"], spec["config"]["steps"]) == ("check", 7, "cpu", 2, 5)
+    assert ((spec["mode"], spec["seed"], spec["device"], spec["threads"], spec["config"]["steps"])
+            == ("check", 7, "cpu", 2, 5))
     with pytest.raises(RuntimeError, match="prepare"):
         task.train_job(LEAKY, tmp_path / "t", 0, Limits())
     task.prepare(tmp_path / "camp")
@@ -213,8 +217,9 @@ def test_harness_is_standalone() -> None:
         tree = ast.parse((Path(harness.__file__).parent / name).read_text())
         modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert modules <= {"__future__", "contextlib", "importlib", "json", "math", "os", "resource", "sys", "time",
-                           "traceback", "pathlib", "typing", "numpy", "torch", "hashlib", "statistics"}, modules
+        assert modules <= {"__future__", "collections", "contextlib", "importlib", "json", "math", "os", "resource",
+                           "sys", "time", "traceback", "pathlib", "typing", "numpy", "torch", "hashlib",
+                           "statistics"}, modules
 
 
 # -- integrity probes ---------------------------------------------------------------------------
@@ -242,7 +247,9 @@ def test_raising_mixer_reports_the_error_and_line(tmp_path: Path) -> None:
     assert result["status"] == "error"
     line = RAISES.splitlines().index('        raise ValueError("boom at forward")') + 1
     assert result["reason"] == f"causality: ValueError: boom at forward (candidate.py line {line})"
-    broken = run_inline(LMTask(SMALL), "import torch.nn as nn\nclass TokenMixer(nn.Module):\n    def __init__(self x):\n", tmp_path / "b")
+    broken = run_inline(LMTask(SMALL),
+                        "import torch.nn as nn\nclass TokenMixer(nn.Module):\n    def __init__(self x):\n",
+                        tmp_path / "b")
     assert broken["status"] == "error" and "SyntaxError" in broken["reason"] and "line 3" in broken["reason"]
 
 
@@ -258,7 +265,8 @@ def test_other_probes_fail_with_a_reason(tmp_path: Path) -> None:
 def test_complexity_probe_flags_quadratic_attention(tmp_path: Path) -> None:
     opts = {**SMALL, "subquadratic": True}
     quadratic = run_inline(LMTask(opts), baseline("softmax_attention"), tmp_path / "q")
-    assert quadratic["status"] == "integrity" and quadratic["reason"].startswith("complexity: the mixer's cost grows as T^")
+    assert (quadratic["status"] == "integrity"
+            and quadratic["reason"].startswith("complexity: the mixer's cost grows as T^"))
     linear = run_inline(LMTask(opts), baseline("gated_retention"), tmp_path / "l")
     assert linear["status"] == "ok" and linear["probes"]["complexity"]["exponent"] < 1.2
 
@@ -300,7 +308,8 @@ def test_design_space_renders_many_distinct_valid_mixers() -> None:
         space.render({**genomes[0], "rule": "magic"})
 
 
-@pytest.mark.parametrize("rule,decay", [("additive", None), ("decay", "data"), ("delta", None), ("gated_delta", "fixed")])
+@pytest.mark.parametrize("rule,decay", [("additive", None), ("decay", "data"), ("delta", None),
+                                        ("gated_delta", "fixed")])
 def test_rendered_mixers_are_exact_and_pass_the_probes(rule: str, decay: str | None, tmp_path: Path) -> None:
     """Chunked forms agree across chunk sizes (chunk 1 is the plain recurrence)."""
     space = LMSpace()

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from archlab.sandbox.process import ProcessBackend
-from archlab.tasks import TaskOptionError, get_task
-from archlab.tasks import nb201
+from archlab.tasks import TaskOptionError, get_task, nb201
 from archlab.tasks.nb201 import NB201Task, arch_to_genome, genome_to_arch
 from archlab.tasks.nb201.arch import N_ARCHS, OPS
 from archlab.tasks.nb201.table import read_index
@@ -82,9 +81,11 @@ def run(job):
 def test_arch_string_round_trip():
     assert len(set(ALL_ARCHS)) == N_ARCHS == 15_625
     assert all(genome_to_arch(arch_to_genome(a)) == a for a in ALL_ARCHS[::97])
-    assert genome_to_arch({"edges": ["nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3"]}) == \
+    edges = ["nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3"]
+    assert genome_to_arch({"edges": edges}) == \
         "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
-    for bad in ["|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|", "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"]:
+    for bad in ["|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"]:
         with pytest.raises(ValueError):
             arch_to_genome(bad)
 
@@ -101,7 +102,7 @@ def test_mutation_changes_exactly_one_edge():
     for _ in range(500):
         g = space.sample(rng)
         m = space.mutate(g, rng)
-        assert sum(a != b for a, b in zip(g["edges"], m["edges"])) == 1
+        assert sum(a != b for a, b in zip(g["edges"], m["edges"], strict=True)) == 1
         assert arch_to_genome(genome_to_arch(m)) == m
 
 
@@ -158,20 +159,31 @@ def test_a_dead_node_still_counts(harness):
     x2 = ops.nor_conv_1x1(x0) + ops.avg_pool_3x3(x1)
     return ops.skip_connect(x0) + ops.nor_conv_3x3(x1)
 """
-    assert trace(harness, code) == "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    assert trace(harness, code) == ("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|"
+                                    "+|skip_connect~0|nor_conv_3x3~1|none~2|")
 
 
 INVALID_CELLS = {
-    "unknown op ops.conv_5x5": "x1 = ops.conv_5x5(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n    return ops.none(x2) + ops.none(x1) + ops.none(x0)",
+    "unknown op ops.conv_5x5": "x1 = ops.conv_5x5(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n"
+                               "    return ops.none(x2) + ops.none(x1) + ops.none(x0)",
     "must be applied to a node": "x1 = ops.nor_conv_3x3(3)\n    return x1",
-    "two ops on the same edge": "x1 = ops.nor_conv_3x3(x0) + ops.skip_connect(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
+    "two ops on the same edge": "x1 = ops.nor_conv_3x3(x0) + ops.skip_connect(x0)\n"
+                                "    x2 = ops.none(x0) + ops.none(x1)\n"
+                                "    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
     "returns x0 unchanged": "return x0",
     "must return its output node x3": "x1 = ops.nor_conv_3x3(x0)\n    return None",
     "computes 2 distinct node value(s)": "x1 = ops.nor_conv_3x3(x0)\n    return ops.nor_conv_3x3(x1)",
-    "computes 4 distinct node value(s)": "x1 = ops.nor_conv_3x3(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n    junk = ops.avg_pool_3x3(x1) + ops.nor_conv_1x1(x0)\n    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
-    "also added into a sum": "x1 = ops.nor_conv_3x3(x0)\n    x2 = x1 + ops.nor_conv_1x1(x1)\n    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
-    "returned node also feeds an op": "x1 = ops.nor_conv_3x3(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n    x3 = ops.none(x0) + ops.none(x1) + ops.none(x2)\n    y = ops.nor_conv_3x3(x3)\n    return x3",
-    "returns a node computed before another": "x1 = ops.nor_conv_3x3(x0)\n    x3 = ops.none(x0) + ops.nor_conv_1x1(x1)\n    x2 = ops.skip_connect(x1)\n    return x3",
+    "computes 4 distinct node value(s)": "x1 = ops.nor_conv_3x3(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n"
+                                         "    junk = ops.avg_pool_3x3(x1) + ops.nor_conv_1x1(x0)\n"
+                                         "    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
+    "also added into a sum": "x1 = ops.nor_conv_3x3(x0)\n    x2 = x1 + ops.nor_conv_1x1(x1)\n"
+                             "    return ops.none(x0) + ops.none(x1) + ops.none(x2)",
+    "returned node also feeds an op": "x1 = ops.nor_conv_3x3(x0)\n    x2 = ops.none(x0) + ops.none(x1)\n"
+                                      "    x3 = ops.none(x0) + ops.none(x1) + ops.none(x2)\n"
+                                      "    y = ops.nor_conv_3x3(x3)\n    return x3",
+    "returns a node computed before another": "x1 = ops.nor_conv_3x3(x0)\n"
+                                              "    x3 = ops.none(x0) + ops.nor_conv_1x1(x1)\n"
+                                              "    x2 = ops.skip_connect(x1)\n    return x3",
     "x0 cannot be added": "x1 = x0 + ops.nor_conv_3x3(x0)\n    return x1",
 }
 
@@ -240,7 +252,8 @@ def test_check_and_train_jobs_return_the_tables_numbers(task, tmp_path):
 
 
 def test_invalid_and_broken_candidates_through_the_backend(task, tmp_path):
-    res = run(task.check_job("def cell(x0, ops):\n    return ops.nor_conv_3x3(x0) + ops.skip_connect(x0)\n", tmp_path / "a", 0))
+    res = run(task.check_job("def cell(x0, ops):\n    return ops.nor_conv_3x3(x0) + ops.skip_connect(x0)\n",
+                             tmp_path / "a", 0))
     assert res.status == "integrity" and "two ops on the same edge" in res.reason and "line 2" in res.reason
     res = run(task.train_job("def cell(x0, ops):\n    return x0 * 2\n", tmp_path / "b", 0))
     assert res.status == "crash" and "the cell raised TypeError" in res.reason
@@ -252,7 +265,8 @@ def test_invalid_and_broken_candidates_through_the_backend(task, tmp_path):
 
 def test_a_candidate_cannot_fake_its_metrics(task, tmp_path):
     """Candidate code runs in a forked child; the parent alone looks up and writes result.json."""
-    patcher = EQUIVALENT_CELLS[0] + "import sys\nsys.modules['__main__'].lookup = lambda db, arch: (100.0, 100.0, None)\n"
+    patcher = (EQUIVALENT_CELLS[0]
+               + "import sys\nsys.modules['__main__'].lookup = lambda db, arch: (100.0, 100.0, None)\n")
     res = run(task.train_job(patcher, tmp_path / "a", 0))
     assert res.status == "ok" and res.result["metrics"]["val_acc"] == accs(ALL_ARCHS.index(EXAMPLE_ARCH), "cifar100")[0]
     writer = ("import sys, json\nopen(sys.argv[2] + '/result.json', 'w').write(json.dumps("

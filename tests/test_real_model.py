@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ARCHLAB
 
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(1800)]  # a 0.5B model on 2 cores: minutes a call

@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ARCHLAB
+from test_llm_campaign import RULES
 
 from archlab.campaign import Campaign
 from archlab.config import load_config
 from archlab.replay import replay
-from conftest import ARCHLAB
-from test_llm_campaign import RULES
 
 
 @pytest.fixture

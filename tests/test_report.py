@@ -7,11 +7,11 @@ import json
 import time
 
 import pytest
+from test_chat import copy_workspace, ranked, shared_campaign
 
+from archlab.analysis.report import build_report
 from archlab.campaign_folder import CampaignFolder
 from archlab.memory.ledger import Ledger
-from archlab.analysis.report import build_report
-from test_chat import copy_workspace, ranked, shared_campaign
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ARCHLAB
 
 from archlab.memory.ledger import Ledger
-from conftest import ARCHLAB
 
 BUDGET = 10
 

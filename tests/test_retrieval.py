@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from archlab.agents.researcher import research_view
+from test_gate_cascade import proposal  # ideas in words: the memory's novelty layers apply to them
+from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
+
+from archlab.agents import evidence
+from archlab.agents.evidence import for_researcher, mmr
 from archlab.agents.state import proposal_schema
 from archlab.campaign import Campaign
 from archlab.config import load_config
-from archlab.agents import evidence as retrieval
-from archlab.agents.evidence import mmr
+from archlab.llm.schemas import for_prompt
 from archlab.memory.vector import Item
 from archlab.prompts import render
-from archlab.llm.schemas import for_prompt
-from test_gate_cascade import proposal  # ideas in words: the memory's novelty layers apply to them
-from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
 
 
 def test_mmr_prefers_a_diverse_set_deterministically():
@@ -58,45 +58,50 @@ def test_second_campaign_retrieves_the_first_into_its_prompts(tmp_path, nb201_ta
     assert [second.ledger.get(i).status for i in (1, 2, 3)] == ["done"] * 3
 
     calls = [json.loads(line) for line in second.folder.llm_log.read_text().splitlines()]
-    prompt = next(c for c in calls if c["experiment"] == 1 and c["step"] == "research:0")["request"]["messages"][0]["content"]
+    prompt = next(c for c in calls
+                  if c["experiment"] == 1 and c["step"] == "research:0")["request"]["messages"][0]["content"]
     assert f"{first.folder.id}#{best.id} {best.name}: val_acc={best.score}" in prompt  # the first campaign's best
     assert "```python\n" in prompt and "def cell(x0, ops)" in prompt                     # code exemplars
 
     # what it was shown is logged and kept in the state: the same prompt rebuilds from it
     seen = second.ledger.events(1, "seen.research")[0]["data"]["value"]
-    assert any(i.startswith(f"{first.folder.id}:") for i in retrieval.ids(seen))
+    assert any(i.startswith(f"{first.folder.id}:") for i in evidence.ids(seen))
     state = second.graph.get_state({"configurable": {"thread_id": "1"}}).values
-    assert state["view"] == retrieval.ids(seen)
+    assert state["view"] == evidence.ids(seen)
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
-                             "exemplars")} | retrieval.sections(seen)
+                             "exemplars")} | evidence.sections(seen)
     rebuilt = render("researcher.j2", task=second.ctx.task, metric="val_acc", direction="higher", **shown,
                      rejections=[], schema=for_prompt(proposal_schema(second.ctx.task)))
     assert rebuilt == prompt
 
     # the analyst: parent, siblings ranked by score, nearest neighbours across the workspace
-    analysis = next(c for c in calls if c["experiment"] == 3 and c["step"] == "analyse:0")["request"]["messages"][0]["content"]
+    analysis = next(c for c in calls
+                    if c["experiment"] == 3 and c["step"] == "analyse:0")["request"]["messages"][0]["content"]
     assert "Parent: #1 deep-conv" in analysis
     assert "Other children of the parent, best first:\n- #2 conv1x1-shortcut" in analysis
     assert f"{first.folder.id}#" in analysis.split("Nearest past experiments")[1]
     # the analyst's lesson became an insight the next researcher reads
-    third = next(c for c in calls if c["experiment"] == 3 and c["step"] == "research:0")["request"]["messages"][0]["content"]
+    third = next(c for c in calls
+                 if c["experiment"] == 3 and c["step"] == "research:0")["request"]["messages"][0]["content"]
     assert "Lessons the analyst drew:\n- from #1 deep-conv: keep 3x3 convolutions on the deep path." in third
 
 
 def test_views_are_deterministic_for_the_same_memory(tmp_path, nb201_table):
     ws = tmp_path / "runs"
-    Campaign.create(_config(ws, nb201_table, budget={"experiments": 5}, search={"strategy": "random", "baselines": True},
+    Campaign.create(_config(ws, nb201_table, budget={"experiments": 5},
+                            search={"strategy": "random", "baselines": True},
                             memory={"embeddings": "hash"})).run()
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"rules": []}))
-    other = Campaign.create(_config(ws, nb201_table, llm={"model": f"scripted/{script}"}, memory={"embeddings": "hash"}))
-    one, two = research_view(other.ctx, 1), research_view(other.ctx, 1)
+    other = Campaign.create(_config(ws, nb201_table, llm={"model": f"scripted/{script}"},
+                                    memory={"embeddings": "hash"}))
+    one, two = for_researcher(other.ctx, 1), for_researcher(other.ctx, 1)
     assert one == two and len(one["sections"]["elites"]) == 5
     assert len(one["sections"]["exemplars"]) == 3
     # without a memory: this campaign's ledger only, and no vector store anywhere
     plain = Campaign.create(_config(tmp_path / "plain", nb201_table, llm={"model": f"scripted/{script}"},
                                     memory={"enabled": False}))
-    assert research_view(plain.ctx, 1) == {"sections": {"elites": [], "failures": []}, "items": {}}
+    assert for_researcher(plain.ctx, 1) == {"sections": {"elites": [], "failures": []}, "items": {}}
 
 
 def test_offline_strategy_redraws_a_near_neighbour_of_a_failure(tmp_path, nb201_table):

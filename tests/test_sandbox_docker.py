@@ -189,8 +189,9 @@ def test_tampering_with_harness_or_data_is_integrity(backend, tmp_path, attack):
 
 
 def test_nb201_jobs_run_and_a_hostile_cell_is_caught(backend, tmp_path, nb201_table):
-    from archlab.tasks.nb201 import NB201Task
     from conftest import synthetic_accuracy
+
+    from archlab.tasks.nb201 import NB201Task
 
     task = NB201Task({"table": str(nb201_table)})
     task.prepare(tmp_path / "campaign")
@@ -203,7 +204,8 @@ def test_nb201_jobs_run_and_a_hostile_cell_is_caught(backend, tmp_path, nb201_ta
     arch = train.result["arch"]
     assert check.result["arch"] == arch
     assert train.result["metrics"]["val_acc"] == synthetic_accuracy(arch)[0]
-    assert {"event": "metric", "val_acc": synthetic_accuracy(arch)[0], "test_acc": synthetic_accuracy(arch)[1]} in events
+    assert {"event": "metric", "val_acc": synthetic_accuracy(arch)[0],
+            "test_acc": synthetic_accuracy(arch)[1]} in events
     hostile = "import os\nopen(os.path.join(os.path.dirname(__file__), 'table.sqlite'), 'wb').write(b'')\n" + seed.code
     res = backend.run(task.train_job(hostile, tmp_path / "hostile", 1))
     assert res.status == "integrity", (res.reason, res.log_tail)

@@ -129,8 +129,9 @@ def test_a_dead_worker_is_retried_once(ray_backend, tmp_path):
 
 
 def test_nb201_jobs_run_under_ray(ray_backend, tmp_path, nb201_table):
-    from archlab.tasks.nb201 import NB201Task
     from conftest import synthetic_accuracy
+
+    from archlab.tasks.nb201 import NB201Task
 
     task = NB201Task({"table": str(nb201_table)})
     task.prepare(tmp_path / "campaign")
@@ -166,7 +167,8 @@ def test_nb201_jobs_run_under_ray_with_docker_inside(ray_backend, tmp_path, nb20
     hostile = "import os\nos.system('echo pwned > /job/input/harness.py')\n" + seed.code
     res = backend.run(task.check_job(hostile, tmp_path / "hostile", 1))
     assert res.status == "integrity" and "/job/input/harness.py" in res.reason, (res.reason, res.log_tail)
-    assert (tmp_path / "hostile" / "input" / "harness.py").read_text() == task.check_job("", tmp_path, 1).files["harness.py"]
+    assert ((tmp_path / "hostile" / "input" / "harness.py").read_text()
+            == task.check_job("", tmp_path, 1).files["harness.py"])
 
 
 def test_get_backend_ray(ray_backend):

@@ -41,7 +41,7 @@ def test_hash_embedder_is_explicit_and_code_vectors_are_stable_across_processes(
         [sys.executable, "-c", f"import json; from archlab.memory.embeddings import code_vector; "
                                f"print(json.dumps(code_vector({code!r})))"],
         capture_output=True, text=True, env=env, check=True).stdout)
-    assert max(abs(x - y) for x, y in zip(here, there)) < 1e-9
+    assert max(abs(x - y) for x, y in zip(here, there, strict=True)) < 1e-9
 
 
 def test_describe_embeddings_for_doctor(minilm):
@@ -49,7 +49,8 @@ def test_describe_embeddings_for_doctor(minilm):
     assert "all-MiniLM-L6-v2" in describe_embeddings(cfg) and "loads, 384 dims" in describe_embeddings(cfg)
     bad = load_config(None, env={}, overrides={"memory": {"embeddings": "/no/such/model"}})
     assert "no such model folder" in describe_embeddings(bad)
-    assert "no semantics" in describe_embeddings(load_config(None, env={}, overrides={"memory": {"embeddings": "hash"}}))
+    hashed = load_config(None, env={}, overrides={"memory": {"embeddings": "hash"}})
+    assert "no semantics" in describe_embeddings(hashed)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from archlab.analysis.stats import Interval, mean_ci
 from archlab.campaign_folder import CampaignFolder, list_campaigns
 from archlab.memory.ledger import Experiment, Ledger
-from archlab.analysis.stats import Interval, mean_ci
 from archlab.tasks.base import seed_values
 
 
@@ -23,7 +23,7 @@ class CampaignReader:
     task: Any  # TaskPack: metric, report_metric, higher_is_better
 
     @classmethod
-    def open(cls, folder: CampaignFolder) -> "CampaignReader":
+    def open(cls, folder: CampaignFolder) -> CampaignReader:
         from archlab.tasks import get_task
 
         config = folder.read_config()

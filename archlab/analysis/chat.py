@@ -54,7 +54,7 @@ def _well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def build_chat_graph(analyst: "ChatAnalyst") -> Any:
+def build_chat_graph(analyst: ChatAnalyst) -> Any:
     from langgraph.graph import END, START, StateGraph
 
     def agent(state: ChatState) -> dict[str, Any]:
@@ -231,7 +231,8 @@ def retrieval_answer(lab: Lab, question: str) -> Answer:
         for i in ids[:4]:
             shown = tool("show_experiment", campaign=view.id, id=i, include_code=False)
             if "error" not in shown:
-                lines.append(f"#{i}: {json.dumps({k: shown.get(k) for k in ('name', 'status', 'metrics', 'analysis')}, default=str)}")
+                fields = {k: shown.get(k) for k in ("name", "status", "metrics", "analysis")}
+                lines.append(f"#{i}: {json.dumps(fields, default=str)}")
         if len(ids) >= 2:
             cmp = tool("compare", campaign=view.id, a=ids[0], b=ids[1])
             if "error" not in cmp:

@@ -163,11 +163,10 @@ class ToolModel:
         return out
 
     def _json_action(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], step: str) -> dict[str, Any]:
-        from archlab.prompts import render
-
         # Every fact of an answer comes from a tool result: a turn's first step is a lookup.
         # With no tools left (the last round), the only action is to answer.
         from archlab.analysis.chat_tools import tool_schemas
+        from archlab.prompts import render
 
         last_question = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
         looked_up = any(m.get("role") == "tool" for m in messages[last_question:])
@@ -181,7 +180,7 @@ class ToolModel:
         for attempt in range(self.client.max_attempts):
             found: dict[str, Any] = {}
 
-            def validate(c: Any) -> list[str]:
+            def validate(c: Any, found: dict[str, Any] = found) -> list[str]:
                 obj, problems = read_object(c.text, schema)
                 found["action"] = obj
                 return problems

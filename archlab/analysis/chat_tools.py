@@ -10,15 +10,16 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from archlab.errors import ArchlabError
 from archlab.analysis.campaign_reader import CampaignReader, open_campaigns
 from archlab.analysis.stats import welch
+from archlab.errors import ArchlabError
 from archlab.tasks.base import seed_values
 
 MAX_CODE = 6000

@@ -4,8 +4,9 @@ the report and the analyst's `plot` tool both use them. matplotlib is imported
 inside, so importing this module costs nothing."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ORIGIN_COLOURS = {"baseline": "tab:orange", "campaign": "tab:blue", "eval": "tab:green"}
 
@@ -113,7 +114,7 @@ def curves(path: Path, series: dict[str, dict[str, Sequence[Sequence[float]]]], 
     plt = _plt()
     kinds = sorted({k for s in series.values() for k, pts in s.items() if pts})
     fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(6 * max(1, len(kinds)), 4), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
+    for ax, kind in zip(axes[0], kinds, strict=False):
         for label, s in series.items():
             pts = s.get(kind) or []
             if pts:
@@ -149,7 +150,7 @@ def scatter(path: Path, xs: Sequence[float], ys: Sequence[float], *, xlabel: str
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(xs, ys, s=18, alpha=0.7)
-    for x, y, label in zip(xs, ys, labels or []):
+    for x, y, label in zip(xs, ys, labels or [], strict=False):
         ax.annotate(label, (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

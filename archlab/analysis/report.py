@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archlab.campaign_folder import CampaignFolder
 from archlab.analysis.campaign_reader import CampaignReader
+from archlab.campaign_folder import CampaignFolder
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"p"|"list"|"table"|"img"|"code", payload)
 TOP_CURVES = 3
@@ -46,24 +46,40 @@ def _fmt(v: Any) -> str:
 
 
 def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
-    from archlab.analysis import plots
+    """The report's sections in reading order; the plots each one draws are added to `images`."""
+    images: list[Path] = []
+    b: list[Block] = [("h1", f"Campaign {view.id}"), _intro(view)]
+    b += [("h2", "Summary"), ("list", _summary(view))]
+    b += [("h2", "Leaderboard"), *_leaderboard(view)]
+    b += [("h2", "Search progress"), *_progress(view, out, images)]
+    b += [("h2", "Training curves"), *_curves(view, out, images)]
+    b += [("h2", "Spend"), _spend(view)]
+    b += [("h2", "What the gate saved"), _gate(view)]
+    b += [("h2", "Failures"), _failures(view)]
+    b += [("h2", "What the analyst wrote about the best"), *_analyses(view)]
+    return b, images
 
+
+def _intro(view: CampaignReader) -> Block:
+    """What was searched, how, and why it stopped."""
     m, higher = view.metric, view.higher
-    cfg, counts = view.config, view.ledger.counts()
+    cfg = view.config
     model = (cfg.get("llm") or {}).get("model")
     strategy = (cfg.get("search") or {}).get("strategy", "auto")
     if strategy == "auto":  # as Config.strategy decides it
         strategy = "llm" if model else "evolution"
     stops = view.ledger.events(kind="campaign.stop")
-    images: list[Path] = []
-    b: list[Block] = [("h1", f"Campaign {view.id}")]
-    b.append(("p", f"Task `{view.task.name}`, searched metric `{m}` ({'higher' if higher else 'lower'} is better), "
-                   f"reported metric `{view.task.report_metric}`. Strategy: {strategy}"
-                   + (f" with model `{model}`" if model and strategy == "llm" else "") + ". "
-                   + (f"Stopped: {stops[-1]['data'].get('reason')}." if stops and stops[-1].get("data") else
-                      "No stop recorded (still running, or killed).")
-                   + f" Written {time.strftime('%Y-%m-%d %H:%M')}."))
+    return ("p", f"Task `{view.task.name}`, searched metric `{m}` ({'higher' if higher else 'lower'} is better), "
+                 f"reported metric `{view.task.report_metric}`. Strategy: {strategy}"
+                 + (f" with model `{model}`" if model and strategy == "llm" else "") + ". "
+                 + (f"Stopped: {stops[-1]['data'].get('reason')}." if stops and stops[-1].get("data") else
+                    "No stop recorded (still running, or killed).")
+                 + f" Written {time.strftime('%Y-%m-%d %H:%M')}.")
 
+
+def _summary(view: CampaignReader) -> list[str]:
+    """Counts, the best experiment, and whether the campaign beat the baselines."""
+    m, counts = view.metric, view.ledger.counts()
     best, base = view.best(), view.best(origin=("baseline",))
     best_campaign = view.best(origin=("campaign",))
     lines = [f"{counts.get('done', 0)} experiments evaluated ({counts.get('campaign.done', 0)} proposed by the "
@@ -77,12 +93,16 @@ def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
         verdict = "beats" if view.task.better(view.value(best_campaign), view.value(base)) else "does not beat"
         lines.append(f"The best campaign candidate #{best_campaign.id} {best_campaign.name} {verdict} the best "
                      f"baseline #{base.id} {base.name} ({delta:+.4g} {m}).")
-    b += [("h2", "Summary"), ("list", lines)]
+    return lines
 
-    b.append(("h2", "Leaderboard"))
-    b += _leaderboard(view)
 
-    b.append(("h2", "Search progress"))
+def _progress(view: CampaignReader, out: Path, images: list[Path]) -> list[Block]:
+    """Best so far against experiments and compute, the distribution of scores, the lineage."""
+    from archlab.analysis import plots
+
+    m, higher = view.metric, view.higher
+    base = view.best(origin=("baseline",))
+    b: list[Block] = []
     base_score = view.value(base) if base else None
     for axis, name in (("experiments", "best_so_far.png"), ("compute", "best_so_far_compute.png")):
         xs, ys, label = view.progress(axis)
@@ -105,13 +125,12 @@ def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
         images.append(plots.lineage(out / "lineage.png", nodes, metric=m, higher=higher))
         b.append(("img", ("lineage.png", "Lineage: each experiment at its score, linked to its parent; "
                                          "crosses are failures.")))
+    return b
 
-    b.append(("h2", "Training curves"))
-    b += _curves(view, out, images)
 
-    b.append(("h2", "Spend"))
+def _spend(view: CampaignReader) -> Block:
     spend, chat = view.ledger.spend(), view.chat_spend()
-    b.append(("table", (["what", "amount"], [
+    return ("table", (["what", "amount"], [
         ["LLM calls (campaign)", _fmt(spend.get("llm_calls", 0))],
         ["tokens", f"{int(spend.get('tokens', 0)):,}"],
         ["USD", f"{spend.get('usd', 0.0):.4f}"],
@@ -119,31 +138,33 @@ def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
         ["train seconds", f"{spend.get('train_s', 0.0):.1f}"],
         ["wall-clock hours", f"{spend.get('wall_s', 0.0) / 3600:.3f}"],
         ["analyst chat (calls / tokens / USD)", f"{chat['calls']} / {int(chat['tokens']):,} / {chat['usd']:.4f}"],
-    ])))
+    ]))
 
-    b.append(("h2", "What the gate saved"))
+
+def _gate(view: CampaignReader) -> Block:
     gate = view.gate()
     layers = ", ".join(f"{n} by {k.replace('_', ' ')}" for k, n in gate["by_layer"].items()) or "none"
-    b.append(("list", [
+    return ("list", [
         f"Duplicates refused and their recorded result reused, nothing trained: **{gate['reused']}** ({layers}).",
         f"Near-duplicates sent back to the researcher by the novelty check: **{gate['near_duplicates']}**.",
         f"Training time not spent (at the mean of {gate['mean_train_s']:.2f} s per trained candidate): "
         f"about {gate['train_s_saved']:.1f} s.",
-    ]))
+    ])
 
-    b.append(("h2", "Failures"))
+
+def _failures(view: CampaignReader) -> Block:
     failures = view.failures()
-    if failures:
-        rows = [[reason, str(len(ids)), ", ".join(f"#{i}" for i in ids[:8]) + (" …" if len(ids) > 8 else "")]
-                for reason, ids in failures.items()]
-        b.append(("table", (["reason", "count", "experiments"], rows)))
-    else:
-        b.append(("p", "No experiment failed."))
+    if not failures:
+        return ("p", "No experiment failed.")
+    rows = [[reason, str(len(ids)), ", ".join(f"#{i}" for i in ids[:8]) + (" …" if len(ids) > 8 else "")]
+            for reason, ids in failures.items()]
+    return ("table", (["reason", "count", "experiments"], rows))
 
-    b.append(("h2", "What the analyst wrote about the best"))
-    for e in view.ranked()[:3]:
-        b.append(("p", f"**#{e.id} {e.name}** ({m} = {_fmt(view.value(e))}): {e.analysis or '(no analysis)'}"))
-    return b, images
+
+def _analyses(view: CampaignReader) -> list[Block]:
+    m = view.metric
+    return [("p", f"**#{e.id} {e.name}** ({m} = {_fmt(view.value(e))}): {e.analysis or '(no analysis)'}")
+            for e in view.ranked()[:3]]
 
 
 def _reported(view: CampaignReader, e: Any) -> str:

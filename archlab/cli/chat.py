@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -18,12 +18,13 @@ EXIT_WORDS = ("exit", "quit", ":q", "bye")
 
 
 def chat(
-    campaign: Optional[str] = typer.Argument(None, help="campaign id or folder (default: every campaign of the workspace)"),
-    q: Optional[str] = typer.Option(None, "-q", "--question", help="ask one question, print the answer and exit"),
-    workspace: Optional[Path] = WORKSPACE,
-    model: Optional[str] = typer.Option(None, help="litellm model string; none configured = retrieval mode"),
+    campaign: str | None = typer.Argument(None, help="campaign id or folder "
+                                                     "(default: every campaign of the workspace)"),
+    q: str | None = typer.Option(None, "-q", "--question", help="ask one question, print the answer and exit"),
+    workspace: Path | None = WORKSPACE,
+    model: str | None = typer.Option(None, help="litellm model string; none configured = retrieval mode"),
     session: str = typer.Option("default", help="conversation name: each has its own history"),
-    config: Optional[Path] = CONFIG,
+    config: Path | None = CONFIG,
 ) -> None:
     """Talk with the analyst about a campaign (or all of them): leaderboards, diffs, lineage, tests, plots."""
     cfg = load_settings(config, workspace=workspace, model=model or None)  # --model "": the configured one
@@ -56,7 +57,7 @@ def chat(
             lab.memory.close()
 
 
-def _analyst(cfg: Any, campaign: Optional[str], session: str) -> tuple[Any, Any]:
+def _analyst(cfg: Any, campaign: str | None, session: str) -> tuple[Any, Any]:
     """The Lab over the campaign (or the whole workspace) and the analyst that talks about it."""
     from archlab.analysis.chat import ChatAnalyst
     from archlab.analysis.chat_tools import Lab
@@ -84,7 +85,7 @@ def _memory(cfg: Any) -> Any:
     return VectorMemory.for_config(cfg, cfg.workspace)
 
 
-def _answer(analyst: Any, question: str) -> Optional[str]:
+def _answer(analyst: Any, question: str) -> str | None:
     """Print the answer and return None; on a model error print nothing and return the
     error to show (an interactive session goes on: a rate limit or an outage must not
     end the conversation; a one-shot question exits 1)."""

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -21,23 +21,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=
 
 @app.command()
 def run(
-    task: Optional[str] = typer.Option(None, help="task pack (see `archlab tasks`); default lm"),
-    preset: Optional[str] = typer.Option(None, help="task preset, e.g. tiny, small"),
-    table: Optional[Path] = typer.Option(None, help="nb201: the NAS-Bench-201 table (CSV or JSON)"),
-    dataset: Optional[str] = typer.Option(None, help="nb201: cifar10 | cifar100 | imagenet16"),
-    budget: Optional[int] = typer.Option(None, help="evaluated experiments (baselines not counted)"),
-    hours: Optional[float] = typer.Option(None, help="wall-clock budget"),
-    gpu_hours: Optional[float] = typer.Option(None, help="GPU-hour budget"),
-    tokens: Optional[int] = typer.Option(None, help="LLM token budget"),
-    usd: Optional[float] = typer.Option(None, help="LLM spend budget in USD"),
-    parallel: Optional[int] = typer.Option(None, help="experiments in flight at once"),
-    strategy: Optional[str] = typer.Option(None, help="auto | llm | random | evolution"),
-    model: Optional[str] = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
-    api_base: Optional[str] = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
-    seed: Optional[int] = typer.Option(None, help="campaign seed"),
-    sandbox: Optional[str] = typer.Option(None, help="process | docker | ray"),
-    workspace: Optional[Path] = WORKSPACE,
-    config: Optional[Path] = CONFIG,
+    task: str | None = typer.Option(None, help="task pack (see `archlab tasks`); default lm"),
+    preset: str | None = typer.Option(None, help="task preset, e.g. tiny, small"),
+    table: Path | None = typer.Option(None, help="nb201: the NAS-Bench-201 table (CSV or JSON)"),
+    dataset: str | None = typer.Option(None, help="nb201: cifar10 | cifar100 | imagenet16"),
+    budget: int | None = typer.Option(None, help="evaluated experiments (baselines not counted)"),
+    hours: float | None = typer.Option(None, help="wall-clock budget"),
+    gpu_hours: float | None = typer.Option(None, help="GPU-hour budget"),
+    tokens: int | None = typer.Option(None, help="LLM token budget"),
+    usd: float | None = typer.Option(None, help="LLM spend budget in USD"),
+    parallel: int | None = typer.Option(None, help="experiments in flight at once"),
+    strategy: str | None = typer.Option(None, help="auto | llm | random | evolution"),
+    model: str | None = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
+    api_base: str | None = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
+    seed: int | None = typer.Option(None, help="campaign seed"),
+    sandbox: str | None = typer.Option(None, help="process | docker | ray"),
+    workspace: Path | None = WORKSPACE,
+    config: Path | None = CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
 ) -> None:
     """Launch a campaign (default: a short offline campaign on the lm task)."""
@@ -65,12 +65,12 @@ def _header(campaign: Any) -> None:
 @app.command()
 def resume(
     campaign_id: str = typer.Argument(..., help="campaign id (see `archlab ls`) or its folder"),
-    budget: Optional[int] = typer.Option(None, help="raise the experiment budget"),
-    hours: Optional[float] = typer.Option(None), tokens: Optional[int] = typer.Option(None),
-    usd: Optional[float] = typer.Option(None), gpu_hours: Optional[float] = typer.Option(None),
-    model: Optional[str] = typer.Option(None, help="continue with this model (e.g. after the provider refused one)"),
-    api_base: Optional[str] = typer.Option(None, help="continue with this server"),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    budget: int | None = typer.Option(None, help="raise the experiment budget"),
+    hours: float | None = typer.Option(None), tokens: int | None = typer.Option(None),
+    usd: float | None = typer.Option(None), gpu_hours: float | None = typer.Option(None),
+    model: str | None = typer.Option(None, help="continue with this model (e.g. after the provider refused one)"),
+    api_base: str | None = typer.Option(None, help="continue with this server"),
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Continue a stopped, paused or killed campaign: unfinished experiments first, nothing repeated."""
@@ -114,14 +114,14 @@ def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
 
 
 @app.command("ls")
-def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG) -> None:
+def list_(workspace: Path | None = WORKSPACE, config: Path | None = CONFIG) -> None:
     """List the campaigns of the workspace."""
     from rich.table import Table
 
+    from archlab.analysis.leaderboard import leaderboard
     from archlab.campaign_folder import list_campaigns
     from archlab.memory.ledger import Ledger
     from archlab.tasks import get_task
-    from archlab.analysis.leaderboard import leaderboard
 
     ws = load_settings(config, workspace=workspace).workspace
     table = Table(title=f"campaigns in {ws}")
@@ -131,7 +131,7 @@ def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
         ledger = Ledger(folder.ledger)
         counts = ledger.counts()
         name = folder.read_config().get("task", {}).get("name", "?")
-        task = guard(lambda: get_task(name))
+        task = guard(lambda name=name: get_task(name))
         board = leaderboard(ledger, task, limit=1)
         table.add_row(folder.id, name, str(counts.get("done", 0)), str(counts.get("failed", 0)),
                       str(counts.get("pending", 0) + counts.get("running", 0)),
@@ -143,17 +143,17 @@ def list_(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
 @app.command()
 def show(
     campaign_id: str = typer.Argument(..., help="campaign id or folder"),
-    experiment: Optional[int] = typer.Argument(None, help="one experiment's id"),
+    experiment: int | None = typer.Argument(None, help="one experiment's id"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Leaderboard, counts and spend of a campaign, or one experiment in full."""
     from rich.markup import escape
 
+    from archlab.analysis.leaderboard import campaign_json
     from archlab.campaign_folder import CampaignFolder
     from archlab.memory.ledger import Ledger
     from archlab.tasks import get_task
-    from archlab.analysis.leaderboard import campaign_json
 
     ws = load_settings(config, workspace=workspace).workspace
     folder = guard(lambda: CampaignFolder.open(ws, campaign_id))
@@ -184,7 +184,8 @@ def show(
         return
     _print_board(folder.id, ledger, task)
     if data["isolation"]:
-        note = " (unisolated: [sandbox] isolation = \"none\")" if cfg.get("sandbox", {}).get("isolation") == "none" else ""
+        unisolated = cfg.get("sandbox", {}).get("isolation") == "none"
+        note = " (unisolated: [sandbox] isolation = \"none\")" if unisolated else ""
         out.print(f"sandbox: {data['isolation']}{note}", markup=False, highlight=False)
 
 
@@ -200,10 +201,10 @@ def tasks() -> None:
 @app.command()
 def check(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a candidate module"),
-    task: Optional[str] = typer.Option(None, help="task pack"),
-    table: Optional[Path] = typer.Option(None), dataset: Optional[str] = typer.Option(None),
-    preset: Optional[str] = typer.Option(None),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    task: str | None = typer.Option(None, help="task pack"),
+    table: Path | None = typer.Option(None), dataset: str | None = typer.Option(None),
+    preset: str | None = typer.Option(None),
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Gate and check one candidate (no training); exit 1 when it is rejected."""
     from archlab.single_candidate import check_file
@@ -217,10 +218,10 @@ def check(
 @app.command("eval")
 def eval_(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a candidate module"),
-    task: Optional[str] = typer.Option(None, help="task pack"),
-    table: Optional[Path] = typer.Option(None), dataset: Optional[str] = typer.Option(None),
-    preset: Optional[str] = typer.Option(None),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    task: str | None = typer.Option(None, help="task pack"),
+    table: Path | None = typer.Option(None), dataset: str | None = typer.Option(None),
+    preset: str | None = typer.Option(None),
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Check and train one user-written candidate and record it in the workspace."""
     from archlab.single_candidate import eval_file
@@ -237,13 +238,14 @@ def eval_(
 @app.command()
 def replay(
     campaign_id: str = typer.Argument(..., help="campaign id or folder"),
-    to: Optional[int] = typer.Option(None, "--to", help="replay experiments up to this id"),
+    to: int | None = typer.Option(None, "--to", help="replay experiments up to this id"),
     retrain: bool = typer.Option(False, "--retrain", help="re-execute the sandbox jobs instead of using the record"),
     fork: bool = typer.Option(False, "--fork", help="after replaying (up to --to), continue live as a new campaign"),
-    show_timeline: bool = typer.Option(False, "--timeline", help="print the run as a step-by-step story; execute nothing"),
-    budget: Optional[int] = typer.Option(None, help="with --fork: the experiment budget of the new campaign"),
-    model: Optional[str] = typer.Option(None, help="with --fork: continue with this model"),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    show_timeline: bool = typer.Option(False, "--timeline",
+                                       help="print the run as a step-by-step story; execute nothing"),
+    budget: int | None = typer.Option(None, help="with --fork: the experiment budget of the new campaign"),
+    model: str | None = typer.Option(None, help="with --fork: continue with this model"),
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Re-execute a logged campaign and check it reproduces; stop at the first divergence."""
     from archlab.replay import replay as run_replay
@@ -272,7 +274,7 @@ def replay(
 
 
 @app.command()
-def doctor(config: Optional[Path] = CONFIG) -> None:
+def doctor(config: Path | None = CONFIG) -> None:
     """What this machine has for archlab, and what is missing."""
     from rich.markup import escape
 

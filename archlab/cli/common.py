@@ -5,8 +5,9 @@ a red `error:` line on stderr, no traceback; `guard` turns an ArchlabError into 
 Cheap to import: typer and rich only; archlab.config loads inside `load_settings`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -66,7 +67,7 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
     return nested
 
 
-def load_settings(config_path: Optional[Path], **flags: Any) -> Config:
+def load_settings(config_path: Path | None, **flags: Any) -> Config:
     """archlab.toml (or `config_path`) < environment < these flags; bad settings `fail`."""
     from archlab.config import load_config
 

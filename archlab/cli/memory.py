@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 KINDS = ("experiments", "insights", "notes", "code")
 
 
-def _open(workspace: Optional[Path], config: Optional[Path]) -> tuple[Any, Path]:
+def _open(workspace: Path | None, config: Path | None) -> tuple[Any, Path]:
     """The workspace's vector memory and the workspace; fails when its embedder cannot load."""
     from archlab.memory.vector import VectorMemory
 
@@ -27,7 +27,7 @@ def _open(workspace: Optional[Path], config: Optional[Path]) -> tuple[Any, Path]
     return VectorMemory.for_config(cfg, cfg.workspace), Path(cfg.workspace)
 
 
-def _index(mem: Any, workspace: Path, task: Optional[str]) -> None:
+def _index(mem: Any, workspace: Path, task: str | None) -> None:
     n = mem.sync_workspace(workspace, task)
     if n:
         console.print(f"indexed {n} new experiment(s) from {workspace}")
@@ -37,11 +37,11 @@ def _index(mem: Any, workspace: Path, task: Optional[str]) -> None:
 def search(
     query: str = typer.Argument(..., help="what to look for, in words (or a file of code with --code)"),
     kind: str = typer.Option("all", help="experiments | insights | notes | code | all"),
-    task: Optional[str] = typer.Option(None, help="only this task's memories"),
+    task: str | None = typer.Option(None, help="only this task's memories"),
     k: int = typer.Option(5, "-k", min=1, max=100, help="results per kind"),
     code: bool = typer.Option(False, "--code", help="QUERY is a Python file: find the most similar code"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+    workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Nearest memories to a query, most similar first."""
     from archlab.memory.embeddings import code_vector
@@ -88,7 +88,7 @@ def search(
 
 
 @app.command()
-def stats(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG,
+def stats(workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
           as_json: bool = typer.Option(False, "--json")) -> None:
     """What the memory holds (it first indexes the workspace's finished experiments)."""
     mem, ws = _open(workspace, config)
@@ -106,8 +106,8 @@ def stats(workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG
 
 @app.command()
 def add(files: list[Path] = typer.Argument(..., help="text or markdown files (papers as text, notes)"),
-        task: Optional[str] = typer.Option(None, help="show these notes only to campaigns on this task"),
-        workspace: Optional[Path] = WORKSPACE, config: Optional[Path] = CONFIG) -> None:
+        task: str | None = typer.Option(None, help="show these notes only to campaigns on this task"),
+        workspace: Path | None = WORKSPACE, config: Path | None = CONFIG) -> None:
     """Add notes or papers (as text) to the memory; the researcher sees the relevant parts."""
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:

@@ -1,8 +1,9 @@
 """Live campaign progress: done / in flight / best so far / spend."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
 def describe(snap: dict[str, Any]) -> str:
@@ -15,7 +16,8 @@ def describe(snap: dict[str, Any]) -> str:
     line += f" | {int(spend['tokens'])} tok ${spend['usd']:.3f} | {spend['wall_s']:.0f} s"
     for exp, event in sorted(snap.get("live", {}).items())[:4]:
         if "loss" in event:
-            line += f" | #{exp} {event.get('step')} step {event.get('iter', event.get('i', ''))} loss {event['loss']:.3f}"
+            line += (f" | #{exp} {event.get('step')} step {event.get('iter', event.get('i', ''))} "
+                     f"loss {event['loss']:.3f}")
     return line
 
 

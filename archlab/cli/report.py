@@ -6,7 +6,6 @@ Cheap to import: matplotlib and the campaign reader load inside the command."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,13 +15,13 @@ from archlab.cli.common import out as stdout  # `out` is the command's --out opt
 
 def report(
     campaign: str = typer.Argument(..., help="campaign id or folder"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for the report (default runs/ID/report)"),
-    workspace: Optional[Path] = WORKSPACE,
-    config: Optional[Path] = CONFIG,
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for the report (default runs/ID/report)"),
+    workspace: Path | None = WORKSPACE,
+    config: Path | None = CONFIG,
 ) -> None:
     """Write a Markdown and HTML report with plots: leaderboard, progress, spend, gate savings, failures."""
-    from archlab.campaign_folder import CampaignFolder
     from archlab.analysis.report import build_report
+    from archlab.campaign_folder import CampaignFolder
 
     cfg = load_settings(config, workspace=workspace)
     made = guard(lambda: build_report(CampaignFolder.open(cfg.workspace, campaign), out))

@@ -4,7 +4,6 @@ imported inside the commands. A failed build fails with archlab.cli.common.fail,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,8 +17,8 @@ def build(
     offline: bool = typer.Option(False, "--offline", help="No image registry: base the image on a Debian rootfs "
                                  "made with debootstrap (needs root and an apt mirror)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the current tag exists."),
-    base: Optional[str] = typer.Option(None, help="Base image to build FROM (has python3.11, sh, coreutils)."),
-    wheels: Optional[Path] = typer.Option(None, help="Install from this folder of wheels only (no package index)."),
+    base: str | None = typer.Option(None, help="Base image to build FROM (has python3.11, sh, coreutils)."),
+    wheels: Path | None = typer.Option(None, help="Install from this folder of wheels only (no package index)."),
 ) -> None:
     """Build the runner image (Python, torch) and print its tag."""
     from archlab.sandbox.image import build_image

@@ -13,8 +13,13 @@ the model's window; every call a line of the campaign's llm.jsonl.
     client.py     LLMClient
 """
 from archlab.llm.client import Completion, ContextOverflow, LLMClient, Usage
-from archlab.llm.models import (KNOWN_PROVIDERS, MODEL_FORM, SCRIPTED_LITELLM_MODEL, import_litellm,
-                                validate_model_string)
+from archlab.llm.models import (
+                                KNOWN_PROVIDERS,
+                                MODEL_FORM,
+                                SCRIPTED_LITELLM_MODEL,
+                                import_litellm,
+                                validate_model_string,
+)
 from archlab.llm.record import request_hash, scrub
 
 __all__ = ["Completion", "ContextOverflow", "KNOWN_PROVIDERS", "LLMClient", "MODEL_FORM", "SCRIPTED_LITELLM_MODEL",

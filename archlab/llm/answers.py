@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 import typing
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -137,7 +138,8 @@ def validation_errors(e: ValidationError) -> list[str]:
     return out
 
 
-def read_object(text: str, schema: type[M], check: Callable[[M], list[str]] | None = None) -> tuple[M | None, list[str]]:
+def read_object(text: str, schema: type[M],
+                check: Callable[[M], list[str]] | None = None) -> tuple[M | None, list[str]]:
     """The last JSON object in `text` that validates into `schema` (and passes `check`),
     or the errors of the best try, phrased for the model."""
     if not text.strip():
@@ -146,7 +148,7 @@ def read_object(text: str, schema: type[M], check: Callable[[M], list[str]] | No
     candidates = [text.strip()] + [m.group(2) for m in _CLOSED_FENCE.finditer(text)] + spans
     parsed: list[tuple[int, dict[str, Any]]] = []
     first_error: str | None = None
-    for order, cand in enumerate(candidates):
+    for _order, cand in enumerate(candidates):
         try:
             value = loads_object(cand)
         except (json.JSONDecodeError, ValueError) as exc:
@@ -161,7 +163,8 @@ def read_object(text: str, schema: type[M], check: Callable[[M], list[str]] | No
                           "answer again, shorter, with the whole object"]
         if first_error:
             return None, [first_error]
-        return None, ["the answer contains no JSON object" if "{" not in text else "the answer contains no valid JSON object"]
+        return None, ["the answer contains no JSON object" if "{" not in text
+                      else "the answer contains no valid JSON object"]
     errors: list[str] = []
     for _, value in sorted(parsed, key=lambda p: p[0], reverse=True):  # the last object first
         try:

@@ -7,8 +7,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -32,14 +33,16 @@ class LLMClient(AnswerLoop):
 
     def __init__(self, model: str, log_path: Path, *, max_attempts: int = 3, temperature: float = 0.7,
                  code_temperature: float | None = None, timeout_s: float = 120.0, api_base: str | None = None,
-                 structured: str = "auto", edit: str = "auto", tools: str = "auto", max_tokens: dict[str, int] | None = None,
+                 structured: str = "auto", edit: str = "auto", tools: str = "auto",
+                 max_tokens: dict[str, int] | None = None,
                  reasoning_tokens: int | None = None, context_tokens: int | None = None,
                  policy: transport.RetryPolicy | None = None, on_usage: Callable[[Usage], None] | None = None,
                  guard: Callable[[], None] | None = None, script: Any = None, seed: int | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         models.validate_model_string(model)
         self.model, self.log_path = model, Path(log_path)
-        self.max_attempts, self.temperature, self.timeout_s, self.api_base = max_attempts, temperature, timeout_s, api_base
+        self.max_attempts, self.temperature = max_attempts, temperature
+        self.timeout_s, self.api_base = timeout_s, api_base
         self.code_temperature = code_temperature
         self.edit, self.tools_mode = edit, tools
         self.max_tokens = {**DEFAULT_MAX_TOKENS, **(max_tokens or {})}
@@ -57,7 +60,7 @@ class LLMClient(AnswerLoop):
         self._down: ModelUnavailable | None = None  # once unreachable or refused, no further calls
 
     @classmethod
-    def from_config(cls, llm: Any, log_path: Path, **kwargs: Any) -> "LLMClient":
+    def from_config(cls, llm: Any, log_path: Path, **kwargs: Any) -> LLMClient:
         """A client with the [llm] settings of a Config."""
         policy = transport.RetryPolicy(llm.retries, llm.backoff_s, llm.backoff_max_s, llm.retry_after_max_s)
         settings = dict(max_attempts=llm.max_attempts, temperature=llm.temperature,
@@ -225,7 +228,8 @@ class LLMClient(AnswerLoop):
                       int(getattr(response.usage, "completion_tokens", 0) or 0),
                       self._cost(litellm, response), round(latency, 4))
         done = Completion(text, raw, reasoning, calls, str(choice.finish_reason or "stop"), usage, mode)
-        done.errors = list(validate(done)) if validate else ([] if (text.strip() or calls) else ["the answer was empty"])
+        done.errors = (list(validate(done)) if validate
+                       else ([] if (text.strip() or calls) else ["the answer was empty"]))
         rec.update(response=raw, reasoning=reasoning or None, tool_calls=calls or None,
                    finish_reason=done.finish_reason, prompt_tokens=usage.prompt_tokens,
                    completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd, latency_s=usage.latency_s)

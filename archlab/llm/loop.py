@@ -4,8 +4,9 @@ wrong with it; a cut-off answer is told as cut off; a prompt the provider finds 
 long is trimmed once more."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -73,7 +74,7 @@ class AnswerLoop:
         while tries < self.max_attempts:
             result: dict[str, Any] = {}
 
-            def validate(c: Completion) -> list[str]:
+            def validate(c: Completion, result: dict[str, Any] = result) -> list[str]:
                 if c.cut_off:
                     return [f"the answer was cut off at the {self.completion_tokens(step)}-token limit before it "
                             f"was complete{cut_hint}"]

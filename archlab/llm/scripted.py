@@ -79,8 +79,9 @@ def _parse_rule(raw: Any, where: str) -> Rule:
         raise ConfigError(f"{where}: a rule must be a JSON object, got {type(raw).__name__}")
     unknown = set(raw) - RULE_KEYS
     if unknown:
+        optional = sorted(RULE_KEYS - {"step", "experiment", "attempt", "response", "error"})
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; a rule has step, experiment?, attempt?, "
-                          f"and response or error (optional: {', '.join(sorted(RULE_KEYS - {'step', 'experiment', 'attempt', 'response', 'error'}))})")
+                          f"and response or error (optional: {', '.join(optional)})")
     if not isinstance(raw.get("step"), str) or not raw["step"]:
         raise ConfigError(f"{where}: 'step' (a non-empty string) is required")
     for key in ("experiment", "attempt", "times"):
@@ -88,7 +89,8 @@ def _parse_rule(raw: Any, where: str) -> Rule:
     if ("response" in raw) == ("error" in raw or "status" in raw):
         raise ConfigError(f"{where}: give exactly one of 'response' or 'error' (with an optional 'status')")
     status = raw.get("status")
-    if status is not None and not (isinstance(status, int) and 400 <= status < 600 or status in ("timeout", "connection")):
+    if status is not None and not (isinstance(status, int) and 400 <= status < 600
+                                   or status in ("timeout", "connection")):
         raise ConfigError(f"{where}: 'status' must be an HTTP error status (400-599), \"timeout\" or \"connection\"")
     error = raw.get("error", f"HTTP {status}" if status is not None else None)
     if "error" in raw and not isinstance(error, str):
@@ -187,8 +189,9 @@ def mock_response(rule: Rule, model: str) -> Any:
     usage = rule.usage or {}
     prompt, completion = int(usage.get("prompt_tokens", 10)), int(usage.get("completion_tokens", 20))
     return litellm.ModelResponse(
-        model=rule.priced_as or model, choices=[{"index": 0, "finish_reason": "tool_calls" if calls and rule.finish_reason == "stop"
-                               else rule.finish_reason, "message": message}],
+        model=rule.priced_as or model,
+        choices=[{"index": 0, "finish_reason": "tool_calls" if calls and rule.finish_reason == "stop"
+                  else rule.finish_reason, "message": message}],
         usage={"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 
 

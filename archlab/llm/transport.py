@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from archlab.errors import ModelRefused, ModelUnreachable
 
@@ -117,7 +118,8 @@ def call_with_retries(call: Callable[[], Any], policy: RetryPolicy, *, model: st
         seconds = policy.wait(state.attempt_number, exc, rng)
         if seconds > policy.retry_after_max_s:
             on_failure(exc, TRANSIENT, None)
-            gave_up["why"] = (f"the provider asks to wait {seconds:.0f} s (longer than {policy.retry_after_max_s:.0f} s); "
+            gave_up["why"] = (f"the provider asks to wait {seconds:.0f} s "
+                              f"(longer than {policy.retry_after_max_s:.0f} s); "
                               f"the last error: {describe(exc)}")
             raise _Stop()
         return seconds

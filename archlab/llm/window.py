@@ -3,7 +3,8 @@ and trimmed by priority (the researcher's exemplars first, then neighbours, then
 notes...), code cut only at line ends, with a marker saying how much is left out."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 MARGIN = 64  # tokens of slack for the chat template around the messages
 

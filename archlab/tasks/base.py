@@ -6,14 +6,14 @@ import ast
 import math
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from archlab.errors import ConfigError, UnknownMetric
 from archlab.pyparse import parse as parse_python
 from archlab.sandbox.base import Job, Limits
-
 
 T = TypeVar("T")
 
@@ -70,7 +70,8 @@ class TaskPack(ABC):
     check_wall_s: float = 60.0         # a check job's wall time: it builds and probes, it does not train
     default_budget: int = 12           # experiments when the config sets none
     uses_gpu: bool = False             # whether its jobs want a GPU (e.g. the lm task above the tiny preset)
-    forbidden_imports: tuple[str, ...] = ("os", "subprocess", "socket", "shutil", "requests", "urllib", "http", "ctypes", "multiprocessing")
+    forbidden_imports: tuple[str, ...] = ("os", "subprocess", "socket", "shutil", "requests", "urllib", "http",
+                                          "ctypes", "multiprocessing")
 
     def __init__(self, options: dict[str, Any] | None = None, preset: str | None = None) -> None:
         self.options = dict(options or {})
@@ -82,10 +83,10 @@ class TaskPack(ABC):
         return replace(self.default_limits, wall_time_s=self.check_wall_s) if kind == "check" else self.default_limits
 
     # -- set-up ---------------------------------------------------------
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027 - an optional hook: a no-op unless a task needs it
         """Raise TaskOptionError when options are unusable (missing table, ...)."""
 
-    def prepare(self, campaign_dir: Path) -> None:
+    def prepare(self, campaign_dir: Path) -> None:  # noqa: B027 - an optional hook: a no-op unless a task needs it
         """One-off work before the first job (index a table, cache data)."""
 
     @abstractmethod

@@ -32,7 +32,7 @@ Define `class TokenMixer(nn.Module)`, constructed as `TokenMixer(d_model, n_head
 - Stay finite; keep the whole model within the preset's parameter budget.
 The harness owns everything else: byte embedding (vocabulary 256), N pre-norm residual blocks `x + mixer(norm(x))` then `x + mlp(norm(x))`, final norm, tied output head, AdamW with warm-up and cosine decay, bf16 autocast on GPU. There is no positional embedding: the mixer supplies whatever position signal it needs (rotary embeddings, decay, short convolutions...).
 Use torch and math only: no file, network, process or interpreter access.
-Metric: validation bits per byte (val_bpb), lower is better; tokens/s and parameters are reported beside it."""
+Metric: validation bits per byte (val_bpb), lower is better; tokens/s and parameters are reported beside it."""  # noqa: E501 - prompt text, kept line for line as the models read it
 
 
 class LMTask(TaskPack):

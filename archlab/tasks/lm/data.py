@@ -56,10 +56,12 @@ def load_documents(path: str | Path | None) -> tuple[str, list[bytes]]:
     if src.is_file():
         return str(src), [src.read_bytes()]
     if src.is_dir():
-        files = sorted((p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)),
+        files = sorted((p for p in src.rglob("*")
+                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)),
                        key=lambda p: p.relative_to(src).as_posix())
         if not files:
-            raise TaskOptionError(f"lm data folder {src} holds no files; point `data` at a text file or a folder of text files")
+            raise TaskOptionError(f"lm data folder {src} holds no files; "
+                                  "point `data` at a text file or a folder of text files")
         return str(src), [p.read_bytes() for p in files]
     raise TaskOptionError(f"lm data path {src} does not exist; set the task option `data` to a text file or folder")
 

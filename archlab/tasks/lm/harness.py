@@ -109,7 +109,8 @@ def load_candidate(path: Path) -> type:
 def describe(exc: BaseException) -> str:
     """The exception's last line, plus the deepest line of candidate.py it passed through."""
     text = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if os.path.basename(f.filename) == "candidate.py"]
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
+             if os.path.basename(f.filename) == "candidate.py"]
     if isinstance(exc, SyntaxError) and exc.filename and os.path.basename(exc.filename) == "candidate.py":
         lines.append(exc.lineno or 0)
     return f"{text} (candidate.py line {lines[-1]})" if lines else text
@@ -166,6 +167,7 @@ def compile_failed(exc: BaseException) -> bool:
 
 
 def train(cls: type, cfg: dict[str, Any], spec: dict[str, Any], input_dir: Path, t0: float) -> dict[str, Any]:
+    # long: one training loop read top to bottom (set-up, steps, evaluation), like nanoGPT's train.py
     device, seed = spec["device"], spec["seed"]
     cuda = device.startswith("cuda")
     if cuda:

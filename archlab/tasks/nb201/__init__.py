@@ -42,7 +42,7 @@ def cell(x0, ops):
     x1 = ops.nor_conv_3x3(x0)
     x2 = ops.skip_connect(x0) + ops.nor_conv_1x1(x1)
     x3 = ops.avg_pool_3x3(x0) + ops.none(x1) + ops.nor_conv_3x3(x2)
-    return x3"""
+    return x3"""  # noqa: E501 - prompt text, kept line for line as the models read it
 
 MISSING_TABLE = ("nb201 needs a table: pass --table PATH or set [task] table = ... in archlab.toml; "
                  "a CSV with columns arch, <dataset>_val, <dataset>_test (as in the NAS-Bench-201 release) "
@@ -51,7 +51,8 @@ MISSING_TABLE = ("nb201 needs a table: pass --table PATH or set [task] table = .
 # Seeds: well-known cells, none of them the benchmark's optimum.
 SEEDS: list[tuple[str, str, str]] = [
     ("resnet", "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|",
-     "the ResNet basic block as an NB201 cell (two stacked 3x3 convolutions plus a skip): ResNet_CODE of the benchmark's code"),
+     "the ResNet basic block as an NB201 cell (two stacked 3x3 convolutions plus a skip): "
+     "ResNet_CODE of the benchmark's code"),
     ("all-conv3x3", "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
      "every edge a 3x3 convolution, the densest and largest cell: AllConv3x3_CODE of the benchmark's code"),
     ("mixed", "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|",
@@ -206,4 +207,5 @@ class NB201Task(TaskPack):
 
 TASK = NB201Task
 
-__all__ = ["TASK", "NB201Space", "NB201Task", "arch_fingerprint", "arch_to_genome", "genome_to_arch", "harness_source", "short_name"]
+__all__ = ["TASK", "NB201Space", "NB201Task", "arch_fingerprint", "arch_to_genome", "genome_to_arch", "harness_source",
+           "short_name"]

@@ -11,7 +11,8 @@ from typing import Any
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (src, dst), arch-string order
-SHORT: dict[str, str] = {"none": "n", "skip_connect": "sk", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3", "avg_pool_3x3": "p"}
+SHORT: dict[str, str] = {"none": "n", "skip_connect": "sk", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3",
+                         "avg_pool_3x3": "p"}
 N_ARCHS = len(OPS) ** len(EDGES)  # 15,625
 
 
@@ -23,7 +24,8 @@ def genome_to_arch(genome: dict[str, Any]) -> str:
     bad = [op for op in edges if op not in OPS]
     if bad:
         raise ValueError(f"unknown op(s) {bad}; NB201 ops are: {', '.join(OPS)}")
-    nodes = ["|" + "|".join(f"{op}~{src}" for op, (src, dst) in zip(edges, EDGES) if dst == i) + "|" for i in (1, 2, 3)]
+    nodes = ["|" + "|".join(f"{op}~{src}" for op, (src, dst) in zip(edges, EDGES, strict=True) if dst == i) + "|"
+             for i in (1, 2, 3)]
     return "+".join(nodes)
 
 

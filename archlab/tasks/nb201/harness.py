@@ -81,7 +81,8 @@ class Tracer:
             raise CellError(f"ops.{op} takes exactly one node value, e.g. ops.{op}(x0)")
         v = args[0]
         if not isinstance(v, Value) or v.tracer is not self:
-            raise CellError(f"ops.{op} must be applied to a node (x0 or a node the cell computed), not {type(v).__name__}")
+            raise CellError(f"ops.{op} must be applied to a node (x0 or a node the cell computed), "
+                            f"not {type(v).__name__}")
         self.op_inputs.append(v)
         return Value(self, ((op, v),))
 
@@ -94,8 +95,8 @@ class Tracer:
         seen = {}
         for op, src in a.terms + b.terms:
             if src.key in seen:
-                raise CellError(f"two ops on the same edge: ops.{seen[src.key]} and ops.{op} both take {self.name(src)} "
-                                "into one node; NB201 has one op per edge")
+                raise CellError(f"two ops on the same edge: ops.{seen[src.key]} and ops.{op} "
+                                f"both take {self.name(src)} into one node; NB201 has one op per edge")
             seen[src.key] = op
         self.consumed[id(a)] = a
         self.consumed[id(b)] = b
@@ -124,12 +125,14 @@ class Tracer:
         nodes = list(first.values())  # in creation order
         lines = ", ".join(str(v.line) for v in nodes)
         if len(nodes) != 3:
-            raise CellError(f"the cell computes {len(nodes)} distinct node value(s) (lines {lines}) but an NB201 cell has "
-                            "exactly three: x1, x2 and the returned x3; a node with no incoming op is written e.g. "
-                            "`x2 = ops.none(x0) + ops.none(x1)`; nodes built from the same ops on the same inputs are one node "
+            raise CellError(f"the cell computes {len(nodes)} distinct node value(s) (lines {lines}) "
+                            "but an NB201 cell has exactly three: x1, x2 and the returned x3; "
+                            "a node with no incoming op is written e.g. `x2 = ops.none(x0) + ops.none(x1)`; "
+                            "nodes built from the same ops on the same inputs are one node "
                             "(tell them apart with an explicit ops.none edge); every computed value must be a node")
         if nodes[-1].key != out.key:
-            raise CellError(f"the cell returns a node computed before another one (lines {lines}); return the last node, x3")
+            raise CellError(f"the cell returns a node computed before another one (lines {lines}); "
+                            "return the last node, x3")
         index = {"x0": 0, nodes[0].key: 1, nodes[1].key: 2, nodes[2].key: 3}
         parts = []
         for i, node in enumerate(nodes, start=1):
@@ -195,7 +198,8 @@ def trace(path):
     try:
         return {"arch": arch_of(cell, filename)}
     except CellError as exc:
-        return {"status": "integrity", "reason": f"not a valid NB201 cell: {exc}" + candidate_line(exc.__traceback__, filename)}
+        return {"status": "integrity",
+                "reason": f"not a valid NB201 cell: {exc}" + candidate_line(exc.__traceback__, filename)}
     except MemoryError as exc:
         return {"status": "oom", "reason": "the cell ran out of memory" + candidate_line(exc.__traceback__, filename)}
     except BaseException as exc:  # noqa: BLE001
@@ -231,7 +235,8 @@ def trace_isolated(path):
     lines = b"".join(chunks).decode(errors="replace").strip().splitlines()
     try:
         answer = json.loads(lines[-1])
-        if isinstance(answer, dict) and (isinstance(answer.get("arch"), str) or answer.get("status") in ("integrity", "error", "oom")):
+        if isinstance(answer, dict) and (isinstance(answer.get("arch"), str)
+                                         or answer.get("status") in ("integrity", "error", "oom")):
             return answer
     except (ValueError, IndexError):
         pass
@@ -286,7 +291,8 @@ def main(argv):
         if mode == "train":
             db = os.path.join(input_dir, spec.get("table", "table.sqlite"))
             if not os.path.exists(db):
-                result = {"status": "error", "reason": f"the indexed table is missing from the job input ({os.path.basename(db)})"}
+                result = {"status": "error",
+                          "reason": f"the indexed table is missing from the job input ({os.path.basename(db)})"}
             else:
                 if spec.get("delay_s"):  # simulated training time, for drills (kill -9, resume) and demos
                     import time

@@ -10,8 +10,9 @@ import itertools
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from archlab.tasks.base import TaskOptionError
 from archlab.tasks.nb201.arch import OPS, genome_to_arch
@@ -43,13 +44,15 @@ def check_table(path: Path, dataset: str) -> None:
     """Cheap checks for validate(): the file exists, has a known format and, for a
     CSV, the dataset's columns (only the header is read)."""
     if not path.is_file():
-        raise TaskOptionError(f"nb201 table not found: {path} (set [task] table = ... in archlab.toml or pass --table PATH)")
+        raise TaskOptionError(f"nb201 table not found: {path} "
+                              "(set [task] table = ... in archlab.toml or pass --table PATH)")
     if table_format(path) == "csv":
         with _open(path) as f:
             header = next(csv.reader(f), [])
         missing = [c for c in ("arch", f"{dataset}_val", f"{dataset}_test") if c not in header]
         if missing:
-            raise TaskOptionError(f"nb201 table {path} lacks column(s) {', '.join(missing)} needed for dataset {dataset!r}; "
+            raise TaskOptionError(f"nb201 table {path} lacks column(s) {', '.join(missing)} "
+                                  f"needed for dataset {dataset!r}; "
                                   f"its columns are: {', '.join(header) or '(none)'}")
 
 
@@ -70,7 +73,8 @@ def read_rows(path: Path, dataset: str) -> Iterator[Row]:
 
     def checked(arch: str, where: str) -> str:
         if arch not in valid:
-            raise TaskOptionError(f"{where}: {arch!r} is not an NB201 arch string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
+            raise TaskOptionError(f"{where}: {arch!r} is not an NB201 arch string "
+                                  "(|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
         return arch
 
     if table_format(path) == "csv":
@@ -79,7 +83,8 @@ def read_rows(path: Path, dataset: str) -> Iterator[Row]:
         with _open(path) as f:
             for line, rec in enumerate(csv.DictReader(f), start=2):
                 where = f"{path} line {line}"
-                yield checked(rec["arch"], where), _number(rec[val_col], f"{where} {val_col}"), _number(rec[test_col], f"{where} {test_col}")
+                yield (checked(rec["arch"], where), _number(rec[val_col], f"{where} {val_col}"),
+                       _number(rec[test_col], f"{where} {test_col}"))
         return
     with _open(path) as f:
         try:
@@ -125,7 +130,8 @@ def index_table(path: Path, dataset: str, out_dir: Path) -> Path:
         if not rows:
             raise TaskOptionError(f"nb201 table {path} has no rows")
         con.executemany("INSERT INTO nb201 VALUES (?, ?, ?)", ((a, v, t) for a, (v, t) in rows.items()))
-        meta = {"source": str(path), "dataset": dataset if table_format(path) == "csv" else "json", "rows": str(len(rows))}
+        meta = {"source": str(path), "dataset": dataset if table_format(path) == "csv" else "json",
+                "rows": str(len(rows))}
         con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         con.commit()
     except BaseException:
