@@ -266,7 +266,7 @@ def _failures_elsewhere(ctx: Any) -> bool:
     (read from the ledgers once per process: cheap, and no vector store opened)."""
     import sqlite3
 
-    from archlab.folder import list_campaigns
+    from archlab.campaign_folder import list_campaigns
 
     root = ctx.folder.root
     key = (str(root.parent), ctx.task.name, root.name)
