@@ -131,7 +131,7 @@ def from_ledger(ctx: Any, experiment: int) -> dict[str, Any]:
     recent = [e for e in done if e not in best][-k:]
     failed = [e for e in ctx.ledger.experiments(status=["failed"]) if e.id < experiment][-SHOW["failures"]:]
     return _evidence({"elites": [ledger_row(e, campaign) for e in best + recent],
-                  "failures": [ledger_row(e, campaign) for e in failed]})
+                      "failures": [ledger_row(e, campaign) for e in failed]})
 
 
 def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:

@@ -58,7 +58,7 @@ def walk(table: Path) -> list[str]:
             calls.append(cache[name])
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["run", "--task", "nb201", "--budget", "1", "--workspace", tmp, "--quiet"]
+        args = ["run", "--budget", "1", "--workspace", tmp, "--quiet"]  # the task: from archlab.toml below
         options = Path(tmp) / "archlab.toml"
         options.write_text(f'[task]\nname = "nb201"\ntable = "{table}"\n[search]\nbaselines = false\n'
                            '[memory]\nembeddings = "hash"\n')

@@ -16,7 +16,7 @@ from archlab.campaign import Campaign
 from archlab.config import load_config
 
 
-def _seeded(task, val: list[float]) -> dict:
+def _seeded(val: list[float]) -> dict:
     """A run of several seeds as a harness records it; its first seed is also its headline number."""
     return {"val_acc": val[0], "test_acc": val[0] + 2.0, "seeds": [{"val_acc": v, "test_acc": v + 2.0} for v in val]}
 
@@ -35,7 +35,7 @@ def test_show_report_chat_and_researcher_agree_on_the_best(tmp_path: Path, nb201
     lucky, steady = done[0].id, done[1].id
     # `lucky`: the best single number, but its seeds average low; `steady`: the best mean over seeds
     for exp, seeds in ((lucky, [top + 5.0, top - 9.0, top - 9.0]), (steady, [top + 1.0, top + 1.5, top + 2.0])):
-        metrics = _seeded(task, seeds)
+        metrics = _seeded(seeds)
         ledger.update(exp, metrics=metrics, score=task.score(metrics))  # what the analyst's record step writes
     campaign.close_memory()
 
