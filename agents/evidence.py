@@ -157,8 +157,22 @@ def for_researcher(ctx: Any, experiment: int, idea: str | None = None) -> dict[s
     `idea` is the proposal being reconsidered, if any."""
     if isinstance(idea, str) and not idea.strip():
         idea = None
-    return guarded(ctx, "research view", lambda: _for_researcher(ctx, experiment, idea),
+    view = guarded(ctx, "research view", lambda: _for_researcher(ctx, experiment, idea),
                    lambda: from_ledger(ctx, experiment))
+    return with_behaviour_close(ctx, view)
+
+
+def with_behaviour_close(ctx: Any, view: dict[str, Any]) -> dict[str, Any]:
+    """Rows of this campaign that behaved close to (not within tolerance of) an earlier
+    candidate say so: a near twin by behaviour, worth knowing before proposing a third."""
+    campaign = ctx.folder.id
+    for event in ctx.ledger.events(kind="gate.behaviour_close"):
+        item = view.get("items", {}).get(f"{campaign}:{event['experiment']}")
+        d = event["data"]
+        if item is not None:
+            item["close"] = (f"behaves like {d['neighbour']}: largest output difference {d['distance']:.2g}, "
+                             f"{d['ratio']:.3g}x the sameness tolerance")
+    return view
 
 
 def _for_researcher(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any]:

@@ -11,9 +11,11 @@ here, cheapest first:
 4. in the grey band [`judge_above`, `near_duplicate`) the LLM judge decides, with
    a structured verdict. A near duplicate goes back to the researcher with the
    neighbour named: nothing is reused;
-5. the behaviour fingerprint (seeded init + fixed probe -> hash of rounded
-   outputs), computed by the task harness in the sandbox's check step, which
-   calls `fingerprint_layer` with it: an equal fingerprint reuses the twin's result.
+5. behaviour, from the task harness in the sandbox's check step, which calls
+   `fingerprint_layer` with its report: an equal fingerprint (a hash of rounded
+   outputs) and then a behaviour vector within the task's tolerance of an earlier
+   one (several probes, two init seeds; archlab/behaviour.py, the workspace's
+   behaviour index) reuse the twin's result; a near miss is recorded as close.
 
 Every lookup is logged through ctx.remember, so a replay takes the same decisions
 whatever order the original's experiments finished in, and without the memory.
@@ -56,7 +58,8 @@ def duplicate(ctx: LabContext, state: ExperimentState, hit: dict[str, Any]) -> d
     the researcher with the neighbour named, a given candidate ends as a duplicate."""
     exp = state["experiment"]
     rejection: Rejection = {"layer": hit["layer"], "neighbour": hit["neighbour"], "reason": hit["reason"]}
-    ctx.ledger.event(exp, "gate.duplicate", {**rejection, "reused_metrics": hit["metrics"]},
+    measured = {k: hit[k] for k in ("distance", "ratio", "tolerance") if k in hit}  # the behaviour layer's
+    ctx.ledger.event(exp, "gate.duplicate", {**rejection, **measured, "reused_metrics": hit["metrics"]},
                      key=f"{exp}:dup:{state.get('proposals', 0)}:{state.get('code_calls', 0)}")
     update: dict[str, Any] = {"rejections": [*state.get("rejections", []), rejection]}
     if state.get("origin") != "campaign":
@@ -227,17 +230,104 @@ def screen(ctx: Any, state: dict[str, Any]) -> tuple[dict[str, Any] | None, dict
 
 # -- layer 5: the behaviour fingerprint, from the sandboxed check ---------------------------
 
-def fingerprint_layer(ctx: LabContext, state: ExperimentState, fingerprint: str) -> dict[str, Any] | None:
-    """A twin by behaviour: the duplicate's update (its result reused), or None after
-    claiming the fingerprint, found and claimed together so two parallel twins never both train."""
-    exp = state["experiment"]
+def fingerprint_layer(ctx: LabContext, state: ExperimentState, report: dict[str, Any]) -> dict[str, Any] | None:
+    """A twin by behaviour: the duplicate's update (its result reused), or None after claiming
+    the fingerprint and the behaviour vector, found and claimed together so two parallel twins
+    never both train. First the exact hash, then the behaviour within the task's tolerance; a
+    near miss is recorded as behaviourally close (evidence for the researcher, not a refusal)."""
+    exp, fingerprint, behaviour = state["experiment"], report.get("fingerprint"), report.get("behaviour")
+    tol = ctx.task.behaviour_tolerance
+    behaviour = behaviour if tol is not None and isinstance(behaviour, dict) and behaviour.get("values") else None
 
     def look() -> dict[str, Any]:
-        found = ctx.ledger.find_hash(exp, fingerprint=fingerprint)
-        return {"hit": hit_record(ctx, "fingerprint", found) if found is not None else None}
+        found = ctx.ledger.find_hash(exp, fingerprint=fingerprint) if fingerprint else None
+        if found is not None:
+            return {"hit": hit_record(ctx, "fingerprint", found)}
+        if behaviour is None:
+            return {"hit": None}
+        return behaviour_look(ctx, exp, behaviour, tol)
 
     with gate_lock:
-        hit = ctx.remember(exp, "fingerprint", state.get("code_calls", 0), look)["hit"]
+        seen = ctx.remember(exp, "fingerprint", state.get("code_calls", 0), look)
+        hit = seen["hit"]
         if hit is None:
-            ctx.ledger.update(exp, fingerprint=fingerprint)
-    return duplicate(ctx, state, hit) if hit is not None else None
+            if fingerprint:
+                ctx.ledger.update(exp, fingerprint=fingerprint)
+            if behaviour is not None and ctx.memory is not None:
+                guarded(ctx, "behaviour index", lambda: index(ctx).add(ctx.folder.id, exp, behaviour_key(ctx),
+                                                                      behaviour), lambda: None)
+    if hit is not None:
+        return duplicate(ctx, state, hit)
+    if seen.get("close"):
+        ctx.ledger.event(exp, "gate.behaviour_close", seen["close"], key=f"{exp}:close:{state.get('code_calls', 0)}")
+    return None
+
+
+def behaviour_key(ctx: LabContext) -> str:
+    from archlab.behaviour import key
+
+    return key(ctx.task.name, ctx.config.task.preset, ctx.config.task.options, ctx.task.interface)
+
+
+def index(ctx: LabContext) -> Any:
+    from archlab.memory.behaviour import BehaviourIndex
+
+    return BehaviourIndex(ctx.memory, ctx.task.name)
+
+
+def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
+    """Without the memory: this campaign's claimed behaviours, read from their check results."""
+    import json
+
+    from archlab.behaviour import comparable
+    from archlab.memory.behaviour import Neighbour
+
+    out = []
+    for e in ctx.ledger.experiments():
+        if e.id == exp or not e.fingerprint:
+            continue
+        checks = sorted(ctx.folder.experiment(e.id).glob("check-*.json"),
+                        key=lambda p: int(p.stem.split("-")[1]))
+        if checks:
+            other = (json.loads(checks[-1].read_text()).get("result") or {}).get("behaviour")
+            if isinstance(other, dict) and comparable(behaviour, other):
+                out.append(Neighbour(ctx.folder.id, e.id, other))
+    return out
+
+
+def behaviour_look(ctx: LabContext, exp: int, behaviour: dict[str, Any], tol: Any) -> dict[str, Any]:
+    """{"hit": a duplicate of this campaign within tolerance, or None; "close": the nearest
+    neighbour within `tol.close` (of any campaign of the workspace) when there is no hit}."""
+    from archlab.behaviour import compare
+
+    campaign = ctx.folder.id
+    if ctx.memory is not None:
+        near = guarded(ctx, "behaviour lookup", lambda: index(ctx).nearest(behaviour_key(ctx), behaviour),
+                       lambda: _from_folder(ctx, exp, behaviour))
+    else:
+        near = _from_folder(ctx, exp, behaviour)
+    scored = []
+    for n in near:
+        match = compare(behaviour, n.behaviour, tol)
+        if match is None or (n.campaign == campaign and n.experiment == exp):
+            continue
+        row = ctx.ledger.get(n.experiment) if n.campaign == campaign else None
+        if n.campaign == campaign and (row is None or row.status == "duplicate"):
+            continue
+        scored.append((match.ratio, n.campaign != campaign, n.experiment, n, match, row))
+    scored.sort(key=lambda t: t[:3])
+    measured = {"tolerance": tol.describe(), "rtol": tol.rtol, "atol": tol.atol}
+    for *_, match, row in scored:
+        if match.within and row is not None:
+            hit = hit_record(ctx, "behaviour", row)
+            hit["reason"] = (f"same behaviour as #{row.id} ({row.name}) within {tol.describe()} on every probe "
+                             f"(largest difference {match.distance:.2g}, {match.ratio:.2g} of the tolerance), "
+                             f"which {_outcome(ctx, row)}")
+            return {"hit": {**hit, **measured, "distance": match.distance, "ratio": match.ratio}}
+    close = next(((n, m) for _, _, _, n, m, _ in scored if m.close), None)
+    if close is None:
+        return {"hit": None}
+    n, m = close
+    ref = f"#{n.experiment}" if n.campaign == campaign else f"{n.campaign}#{n.experiment}"
+    return {"hit": None, "close": {"neighbour": ref, "campaign": n.campaign, "experiment": n.experiment,
+                                   **measured, "distance": m.distance, "ratio": m.ratio, "within": m.within}}

@@ -10,13 +10,18 @@ from pydantic import BaseModel, Field
 Outcome = Literal["done", "failed", "duplicate"]
 
 
+TEXT_CHARS = 800  # motivation and design each: a paragraph, about 200 tokens
+
+
 class Proposal(BaseModel):
     """What the researcher answers."""
 
     # No descriptions: the prompt says what each field holds, and a small model copies a description as the value.
     name: str = Field(min_length=1, max_length=120)
-    motivation: str = Field(min_length=1)
-    design: str = Field(min_length=1)
+    # maxLength in the schema only: constrained decoding stops a rambling small model there (measured: the
+    # 0.5B model ran past 1,024 tokens in 3 of 10 research answers); a longer answer in prompt mode is kept.
+    motivation: str = Field(min_length=1, json_schema_extra={"maxLength": TEXT_CHARS})
+    design: str = Field(min_length=1, json_schema_extra={"maxLength": TEXT_CHARS})
     parent_id: int | None = None
 
 
@@ -53,7 +58,7 @@ class CodeAnswer(BaseModel):
 
 
 class Rejection(TypedDict):
-    layer: str        # text_hash | ast_hash | fingerprint | embedding | judge
+    layer: str        # text_hash | ast_hash | fingerprint | behaviour | embedding | judge
     neighbour: int    # the experiment it duplicates
     reason: str
     campaign: NotRequired[str | None]  # embedding/judge: the neighbour's campaign (the memory spans the workspace)

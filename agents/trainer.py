@@ -74,9 +74,8 @@ def check(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     if not result.ok:
         return _failure(ctx, state, "check", result)
     report = result.result or {}
-    fingerprint = report.get("fingerprint")
-    if fingerprint:  # the gate's last layer: a twin by behaviour reuses its result
-        twin = fingerprint_layer(ctx, state, fingerprint)
+    if report.get("fingerprint") or report.get("behaviour"):  # the gate's last layer: a twin by behaviour
+        twin = fingerprint_layer(ctx, state, report)           # reuses its result
         if twin is not None:
             return twin
     return {"check": report}

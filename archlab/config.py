@@ -54,6 +54,10 @@ class LLMConfig(_Section):
     structured: Literal["auto", "json_schema", "json_object", "tools", "prompt"] = "auto"
     edit: Literal["auto", "full", "diff"] = "auto"  # coder: whole modules, SEARCH/REPLACE edits, or its choice
     tools: Literal["auto", "native", "json"] = "auto"  # chat: native tool calls, or JSON actions under the schema
+    # Where the task's design is data (nb201's cell), render the researcher's genome with the task's
+    # template instead of asking the coder (GENIUS's protocol: the model chooses the design). A proposal
+    # without a genome still goes to the coder. Off: the coder writes every module.
+    code_from_design: bool = False
     max_tokens: MaxTokens = Field(default_factory=MaxTokens)
     reasoning_tokens: int | None = Field(None, ge=0)  # extra answer room; None: 4096 for reasoning models, else 0
     context_tokens: int | None = Field(None, ge=512)  # the input window; None: litellm's model info, else 8192

@@ -75,6 +75,9 @@ def check_file(config: Config, path: Path) -> Verdict:
         finally:
             backend.close()
     report = {k: v for k, v in (result.result or {}).items() if k not in ("status", "reason")}
+    if isinstance(report.get("behaviour"), dict):  # thousands of output values: their shape is what a user reads
+        b = report["behaviour"]
+        report["behaviour"] = f"{len(b.get('values', []))} output values over {b.get('probes')} probes"
     report["ast_hash"] = h.ast[:16]
     if not result.ok:
         return Verdict(path, False, "check", [f"{result.status}: {result.reason}"], report)
@@ -95,3 +98,13 @@ def eval_file(config: Config, path: Path) -> Any:
     campaign.run_experiment(exp)
     campaign.close_memory()
     return campaign.ledger.get(exp)
+
+
+def duplicate_reason(config: Config, experiment: int) -> str | None:
+    """Why the gate called an evaluated file a duplicate (the neighbour and, for behaviour,
+    the distance and the tolerance), from the eval campaign's ledger."""
+    from archlab.memory.ledger import Ledger
+
+    ledger = Ledger(eval_folder(config).root / "ledger.sqlite")
+    found = ledger.events(experiment=experiment, kind="gate.duplicate")
+    return found[-1]["data"]["reason"] if found else None

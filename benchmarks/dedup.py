@@ -12,7 +12,9 @@ reformatted (ast.unparse), locals renamed, comments and docstrings changed,
 independent statements reordered, an equal algebraic rewrite (x*2 -> 2*x,
 a+b -> b+a), dead code added. True non-duplicates: one operation changed, one
 constant changed, a statement moved into or out of a loop. The behaviour
-fingerprint is the task harness's own check job, run in the process sandbox.
+fingerprint (exact hash) and behaviour vectors (within the task's tolerance) come
+from the task harness's own check job, run in the process sandbox. Real rewrites
+that are equal but not bit-equal: benchmarks/dedup_rewrites.py.
 """
 from __future__ import annotations
 
@@ -277,8 +279,8 @@ def lemur_md5(code: str) -> str:
     return hashlib.md5(re.sub(r"\s+", "", code).encode()).hexdigest()
 
 
-def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, str | None]:
-    """The task harness's behaviour fingerprint, from its real check job in the process sandbox."""
+def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, dict | None]:
+    """The task harness's check report (fingerprint, behaviour), from its real check job in the process sandbox."""
     from archlab.agents.context import job_limits
     from archlab.config import SandboxConfig
     from archlab.sandbox.process import ProcessBackend
@@ -296,12 +298,23 @@ def fingerprints(codes: dict[str, str], lm_ok: set[str]) -> dict[str, str | None
             job = t.check_job(code, Path(tmp) / f"c{i}", 0, job_limits(t, SandboxConfig(), "check"))
             res = backend.run(job)
             walls[task].append(res.wall_s)
-            out[code] = (res.result or {}).get("fingerprint") if res.ok else None
+            out[code] = {**res.result, "tolerance": t.behaviour_tolerance} if res.ok and res.result else None
     fingerprints.walls = walls  # type: ignore[attr-defined]
     return out
 
 
-def evaluate(data: list[dict[str, Any]], fps: dict[str, str | None], near: float) -> dict[str, list]:
+def same_behaviour(ra: dict, rb: dict) -> bool:
+    """The gate's behaviour layer: vectors within the task's tolerance (lm); nb201 has none."""
+    from archlab.behaviour import compare
+
+    tol = ra.get("tolerance")
+    if tol is None or not ra.get("behaviour") or not rb.get("behaviour"):
+        return False
+    match = compare(ra["behaviour"], rb["behaviour"], tol)
+    return bool(match and match.within)
+
+
+def evaluate(data: list[dict[str, Any]], fps: dict[str, dict | None], near: float) -> dict[str, list]:
     from archlab.code_hashes import ast_hash, text_hash
     from archlab.memory.embeddings import code_vector, cosine
 
@@ -312,13 +325,18 @@ def evaluate(data: list[dict[str, Any]], fps: dict[str, str | None], near: float
         p["AST hash"] = ast_hash(a) == ast_hash(b)
         p["sim"] = cosine(code_vector(a), code_vector(b))
         p[f"embedding (code cos >= {near})"] = p["sim"] >= near
-        fa, fb = fps.get(a, "missing"), fps.get(b, "missing")
-        if "missing" not in (fa, fb):
-            p["behaviour fingerprint"] = fa is not None and fa == fb
+        if a in fps and b in fps:
+            ra, rb = fps[a], fps[b]
+            p["behaviour fingerprint"] = bool(ra and rb) and ra["fingerprint"] == rb["fingerprint"]
             p["cascade: text > AST > fingerprint"] = p["text hash"] or p["AST hash"] or p["behaviour fingerprint"]
-            p["cascade + embedding"] = p["cascade: text > AST > fingerprint"] or p[f"embedding (code cos >= {near})"]
+            p["cascade + behaviour"] = p["cascade: text > AST > fingerprint"]
+            if p["task"] == "lm":  # the task with a tolerance (nb201's cells are compared by their hash only)
+                p["behaviour (tolerance)"] = bool(ra and rb) and same_behaviour(ra, rb)
+                p["cascade + behaviour"] = p["cascade + behaviour"] or p["behaviour (tolerance)"]
+            p["cascade + embedding"] = p["cascade + behaviour"] or p[f"embedding (code cos >= {near})"]
     layers = ["LEMUR md5 (whitespace stripped)", "text hash", "AST hash", "behaviour fingerprint",
-              f"embedding (code cos >= {near})", "cascade: text > AST > fingerprint", "cascade + embedding"]
+              "behaviour (tolerance)", f"embedding (code cos >= {near})", "cascade: text > AST > fingerprint",
+              "cascade + behaviour", "cascade + embedding"]
     return {layer: [(p["dup"], p[layer], p) for p in data if layer in p] for layer in layers}
 
 
@@ -452,7 +470,7 @@ def main() -> None:
                 print(f"        {layer:<38} {n:>5} {prec:>9.3f} {rec:>7.3f} {fp:>4} {fn:>4}")
     print("\nshare of each variant kind called a duplicate (all tasks; fingerprint where computed):")
     layers = list(by_layer)
-    short = ["md5", "text", "AST", "fp", "emb", "casc", "c+emb"]
+    short = ["md5", "text", "AST", "fp", "behav", "emb", "casc", "c+beh", "c+emb"]
     print(f"  {'variant':<17} {'dup?':<5} {'n':>4} " + " ".join(f"{s:>6}" for s in short))
     for kind in [*DUPLICATES, *DIFFERENT]:
         ps = [p for p in data if p["kind"] == kind]
@@ -464,7 +482,7 @@ def main() -> None:
             cells.append(f"{sum(got) / len(got):>6.2f}" if got else f"{'-':>6}")
         print(f"  {kind:<17} {'yes' if kind in DUPLICATES else 'no':<5} {len(ps):>4} " + " ".join(cells))
 
-    wrong = [r[2] for r in by_layer["cascade: text > AST > fingerprint"] if r[0] != r[1]]
+    wrong = [r[2] for r in by_layer["cascade + behaviour"] if r[0] != r[1]]
     if wrong:
         print("\nwhere the cascade is wrong (first differing line of the variant):")
     for p in wrong:

@@ -3,8 +3,10 @@ seeds, THROUGH the real campaign loop on the shared NAS-Bench-201 table.
 
     python benchmarks/llm_nb201.py [--seeds 3] [--queries 10] [--out DIR] [--api-base URL --model openai/NAME]
 
-On 2 CPU cores the 0.5B model takes 5-20 min per LLM experiment (research, code, repairs,
-analysis; calls of 30-600 s): 3 seeds x 10 queries is hours. A GPU box serves it far faster.
+By default the researcher's proposed cell (its genome) is rendered by the task's template
+([llm] code_from_design): the model chooses the design, as GENIUS asks GPT-4 for the cell.
+--coder asks the coder for each module as well: on 2 CPU cores that is 5-20 min per LLM
+experiment (research, code, repairs, analysis; calls of 30-600 s), hours for 3 seeds x 10.
 
 Without --api-base it starts llama.cpp's server with the test model (see
 scripts/local_model.py). Prints, per strategy, mean ± std over seeds of the test
@@ -31,7 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 
 def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | None, api_base: str | None,
-             out: Path) -> dict:
+             out: Path, coder: bool) -> dict:
     from archlab.campaign import Campaign
     from archlab.config import load_config
 
@@ -39,7 +41,8 @@ def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | N
             "budget": {"experiments": queries}, "search": {"strategy": strategy, "seed": seed, "baselines": False}}
     if strategy == "llm":
         # A 0.5B model on 2 CPU cores takes 30-90 s a call, more while other work shares the cores.
-        over["llm"] = {"model": model, "api_base": api_base, "timeout_s": 900, "max_tokens": {"analyse": 300}}
+        over["llm"] = {"model": model, "api_base": api_base, "timeout_s": 900, "max_tokens": {"analyse": 300},
+                       "code_from_design": not coder}
     start = time.perf_counter()
     c = Campaign.create(load_config(None, env={}, overrides=over))
     summary = c.run()
@@ -64,6 +67,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: the local test model, openai/qwen2.5-coder-0.5b")
     ap.add_argument("--out", type=Path, default=None, help="where the campaigns go (default: a new temp folder)")
     ap.add_argument("--api-base", default=None, help="default: start llama.cpp's server with the test model")
+    ap.add_argument("--coder", action="store_true",
+                    help="the coder writes each cell too (default: the researcher's genome is rendered by the "
+                         "task's template, [llm] code_from_design, as GENIUS asks its model for the cell)")
     args = ap.parse_args()
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (the shared data's nb201 table)")
@@ -85,14 +91,14 @@ def main() -> None:
         print(f"campaigns in {out}", file=sys.stderr, flush=True)
         for seed in range(args.seeds):
             for strategy in ("random", "llm"):
-                r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out)
+                r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out, args.coder)
                 results.append(r)
                 print(json.dumps(r), flush=True)
     finally:
         if server is not None:
             server.stop()
     print(f"\nNB201 CIFAR-10, {args.queries} queries, {args.seeds} seeds (select by val, report test); "
-          f"model {args.model}")
+          f"model {args.model}; code from {'the coder' if args.coder else 'the proposed genome'}")
     for strategy in ("random", "llm"):
         rs = [r for r in results if r["strategy"] == strategy]
         tests = [r["test"] for r in rs if r["test"] is not None]

@@ -182,7 +182,7 @@ class VectorMemory:
             self._client, self._cols, self._known, self._workspace_done = None, {}, {}, set()
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def writing(self) -> Iterator[None]:
         """Writers of an embedded memory take a file lock: campaigns of one workspace may run at once."""
         if self.path is None:
             yield
@@ -206,7 +206,7 @@ class VectorMemory:
         if vectors is None:
             vectors = [code_vector(d) for d in docs] if kind == "code" else self.embed(docs)
         col = self.collection(kind, task)
-        with self._writing():
+        with self.writing():
             for i in range(0, len(ids), BATCH):
                 s = slice(i, i + BATCH)
                 col.upsert(ids=ids[s], documents=docs[s], metadatas=metas[s], embeddings=vectors[s])
@@ -287,7 +287,7 @@ class VectorMemory:
                 col = self.collection("notes")
                 old = col.get(where={"source": str(path.resolve())}, include=[])["ids"]
                 if old:
-                    with self._writing():
+                    with self.writing():
                         col.delete(ids=old)
                 metas = [{"source": str(path.resolve()), "title": path.name, "chunk": i, "task": task,
                           "sha": digest} for i in range(len(pieces))]

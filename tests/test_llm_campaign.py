@@ -200,3 +200,31 @@ def test_the_analyst_lesson_never_holds_reasoning(tmp_path: Path, nb201_table: P
     analysis = campaign.ledger.get(1).analysis
     assert "scratchpad" not in analysis and "think" not in analysis
     assert lesson(analysis) == "keep 3x3 convolutions on x1."
+
+
+def test_code_from_design_renders_the_researchers_genome_and_asks_no_coder(tmp_path: Path, nb201_table: Path):
+    """GENIUS's protocol ([llm] code_from_design): the model chooses the cell, the task's
+    template writes it. A proposal without a genome still goes to the coder."""
+    from archlab.tasks import get_task
+
+    edges = ["nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "skip_connect"]
+    designed = json.dumps({"name": "designed", "motivation": "mixed paths", "design": "one of each op",
+                           "genome": {"edges": edges}})
+    rules = [{"step": "research:0", "experiment": 1, "response": designed},
+             {"step": "research:0", "experiment": 2, "response": proposal("no-genome", genome=False)},
+             {"step": "code:0", "experiment": 2, "response": code(CELL_B)},
+             {"step": "analyse:0", "response": "Mixed ops were fine."}]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"rules": rules}))
+    cfg = load_config(None, env={}, overrides={
+        "workspace": str(tmp_path / "runs"), "task": {"name": "nb201", "table": str(nb201_table)},
+        "llm": {"model": f"scripted/{script}", "code_from_design": True}, "budget": {"experiments": 2},
+        "search": {"baselines": False}})
+    campaign = Campaign.create(cfg)
+    campaign.run()
+    first, second = campaign.ledger.get(1), campaign.ledger.get(2)
+    assert first.status == "done" and second.status == "done"
+    space = get_task("nb201", {"table": str(nb201_table)}, None).space
+    assert campaign.folder.experiment(1).joinpath("candidate.py").read_text() == space.render({"edges": edges})
+    steps = [(r["experiment"], r["step"]) for r in map(json.loads, campaign.folder.llm_log.read_text().splitlines())]
+    assert (1, "code:0") not in steps and (2, "code:0") in steps

@@ -224,12 +224,14 @@ def eval_(
     workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
 ) -> None:
     """Check and train one user-written candidate and record it in the workspace."""
-    from archlab.single_candidate import eval_file
+    from archlab.single_candidate import duplicate_reason, eval_file
 
     cfg = load_settings(config, task=task, table=table, dataset=dataset, preset=preset, workspace=workspace)
     row = guard(lambda: eval_file(cfg, file))
+    why = duplicate_reason(cfg, row.id) if row.duplicate_of else None
     out.print(f"experiment #{row.id} ({row.origin}): {row.status}"
               + (f", duplicate of #{row.duplicate_of} (result reused, nothing trained)" if row.duplicate_of else "")
+              + (f": {why}" if why else "")
               + (f", {row.failure_reason}" if row.failure_reason else "")
               + (f", score {row.score:.4f}" if row.score is not None else ""), soft_wrap=True, markup=False)
     raise typer.Exit(1 if row.status == "failed" else 0)

@@ -66,6 +66,9 @@ class TaskPack(ABC):
     interface: str = ""             # the contract in words, for prompts and errors
     design_hint: str = ""           # what a proposal's design should spell out, for the researcher
     design_schema: Any = None       # a pydantic model of the design as data (the genome), when the task has one
+    # Where the harness reports a behaviour vector ({"behaviour": ...} in the check's result): how close
+    # two candidates' outputs must be to be one behaviour (archlab.behaviour.Tolerance).
+    behaviour_tolerance: Any = None
     default_limits: Limits = Limits()  # a training job's; the sandbox config overrides what it sets
     check_wall_s: float = 60.0         # a check job's wall time: it builds and probes, it does not train
     default_budget: int = 12           # experiments when the config sets none

@@ -3,7 +3,7 @@ training. Shipped into the sandbox beside harness.py; stdlib, numpy and torch on
 
 A failed probe returns {"status": "integrity", "reason": "<probe>: ..."}; an
 exception raised by the candidate returns {"status": "error", "reason": ...};
-otherwise {"status": "ok", "params", "fingerprint", "probes"}.
+otherwise {"status": "ok", "params", "fingerprint", "behaviour", "probes"}.
 """
 from __future__ import annotations
 
@@ -156,16 +156,52 @@ def complexity(mixer: nn.Module, d: int, device: str, required: bool) -> dict[st
     return out
 
 
-def fingerprint(cls: type, cfg: dict[str, Any], device: str) -> tuple[str, int]:
-    """sha256 of the rounded outputs of the seed-initialised mixer on a fixed input, with its size."""
-    torch.manual_seed(FINGERPRINT_SEED)
-    mixer = cls(cfg["d_model"], cfg["n_heads"], **cfg["mixer_kwargs"]).to(device).eval()
-    n = sum(p.numel() for p in mixer.parameters())
-    x = torch.randn(*FINGERPRINT_SHAPE, cfg["d_model"], generator=torch.Generator().manual_seed(1234)).to(device)
-    with torch.no_grad():
-        y = mixer(x).double().cpu().numpy()
-    rounded = np.round(y, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
-    return hashlib.sha256(f"{n}:{y.shape}:".encode() + rounded.tobytes()).hexdigest(), n
+BEHAVIOUR_SEEDS = (0, 1)    # init seeds: agreement after one init may be chance (a zero-initialised branch)
+BEHAVIOUR_SAMPLE = 512      # values kept per probe: 2 seeds x 2 inputs -> 2,048 values
+STRUCTURED_T = 77           # the second input: another length, and repeated tokens rather than noise
+
+
+def _probe_inputs(d: int, device: str) -> list[torch.Tensor]:
+    """Two fixed inputs of different length and content: gaussian noise over two chunks of 64,
+    and a sequence of 16 recurring 'tokens' (rows of a table, scaled), as embedded text looks."""
+    noise = torch.randn(*FINGERPRINT_SHAPE, d, generator=torch.Generator().manual_seed(1234))
+    gen = torch.Generator().manual_seed(4321)
+    table = 3.0 * torch.randn(16, d, generator=gen)
+    tokens = table[torch.randint(16, (1, STRUCTURED_T), generator=gen)]
+    return [noise.to(device), tokens.to(device)]
+
+
+def _sample(y: np.ndarray, salt: int) -> np.ndarray:
+    """The same positions for every candidate (outputs have the input's shape, checked before)."""
+    flat = y.reshape(-1)
+    idx = np.sort(np.random.default_rng(salt).choice(flat.size, min(BEHAVIOUR_SAMPLE, flat.size), replace=False))
+    return flat[idx]
+
+
+def fingerprint(cls: type, cfg: dict[str, Any], device: str) -> tuple[str, int, dict[str, Any] | None]:
+    """(exact hash, mixer size, behaviour record). The hash: sha256 of the rounded outputs of the
+    seed-0 mixer on the first input, the gate's fast first look. The behaviour record: a fixed
+    sample of the outputs on both inputs under both init seeds, compared within a tolerance
+    (archlab/behaviour.py); None when an output is not finite."""
+    inputs, digest, n, values, shapes = _probe_inputs(cfg["d_model"], device), "", 0, [], []
+    for seed in BEHAVIOUR_SEEDS:
+        torch.manual_seed(seed)
+        mixer = cls(cfg["d_model"], cfg["n_heads"], **cfg["mixer_kwargs"]).to(device).eval()
+        n = sum(p.numel() for p in mixer.parameters())
+        for i, x in enumerate(inputs):
+            with torch.no_grad():
+                y = mixer(x).double().cpu().numpy()
+            shapes.append(list(y.shape))
+            if seed == FINGERPRINT_SEED and i == 0:
+                rounded = np.round(y, 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+                digest = hashlib.sha256(f"{n}:{y.shape}:".encode() + rounded.tobytes()).hexdigest()
+            values.append(_sample(y, 100 * seed + i))
+    flat = np.concatenate(values)
+    if not np.isfinite(flat).all():
+        return digest, n, None
+    behaviour = {"values": [float(v) for v in flat.astype(np.float32)], "params": n,
+                 "shape": shapes, "probes": len(values)}
+    return digest, n, behaviour
 
 
 def run_checks(cls: type, cfg: dict[str, Any], device: str, seed: int, lm_cls: type,
@@ -195,11 +231,11 @@ def run_checks(cls: type, cfg: dict[str, Any], device: str, seed: int, lm_cls: t
             stage = "complexity"
             probes["complexity"] = complexity(mixer, d, device, required=True)
         stage = "fingerprint"
-        digest, n = fingerprint(cls, cfg, device)
+        digest, n, behaviour = fingerprint(cls, cfg, device)
     except ProbeFailure as failure:
         return {"status": failure.status, "reason": str(failure), "probes": probes}
     except torch.cuda.OutOfMemoryError:
         raise  # the harness reports it as oom
     except Exception as exc:  # the candidate crashed
         return {"status": "error", "reason": f"{stage}: {describe(exc)}", "probes": probes}
-    return {"status": "ok", "params": total, "fingerprint": digest, "probes": probes}
+    return {"status": "ok", "params": total, "fingerprint": digest, "behaviour": behaviour, "probes": probes}
