@@ -5,7 +5,7 @@ the one it replaces, and the lookup against a full behaviour index.
 
 1. Check step: the real lm check job (process sandbox, tiny preset) on a ~350-line
    module, alternately with this tree's probes.py and with probes.py of git
-   revision REV (default HEAD: the single-probe fingerprint, before this layer);
+   revision REV (default a81d7e0, the last with the single-probe fingerprint);
    median and 90th percentile of the job's wall time, and the ratio (target <= 1.5x).
 2. Lookup: a BehaviourIndex in a fresh chromadb filled with N stored vectors of
    2,048 values (random, under the lm key), then what the gate does per candidate:
@@ -109,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--vectors", type=int, default=10_000)
-    ap.add_argument("--baseline", default="HEAD", help="git revision whose probes.py is today's fingerprint")
+    ap.add_argument("--baseline", default="a81d7e0", help="git revision whose probes.py is the old fingerprint")
     ap.add_argument("--skip-check", action="store_true")
     args = ap.parse_args()
     if not args.skip_check:
