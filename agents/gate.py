@@ -275,8 +275,8 @@ def index(ctx: LabContext) -> Any:
     return BehaviourIndex(ctx.memory, ctx.task.name)
 
 
-def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
-    """Without the memory: this campaign's claimed behaviours, read from their check results."""
+def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any], only: set[int] | None = None) -> list[Any]:
+    """This campaign's claimed behaviours (those of `only`, if given), read from their check results."""
     import json
 
     from archlab.behaviour import comparable
@@ -284,7 +284,7 @@ def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[A
 
     out = []
     for e in ctx.ledger.experiments():
-        if e.id == exp or not e.fingerprint:
+        if e.id == exp or not e.fingerprint or (only is not None and e.id not in only):
             continue
         checks = sorted(ctx.folder.experiment(e.id).glob("check-*.json"),
                         key=lambda p: int(p.stem.split("-")[1]))
@@ -295,6 +295,16 @@ def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[A
     return out
 
 
+def _indexed_nearest(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
+    """The index's nearest, after putting back this campaign's claimed vectors it lacks (a
+    memory folder deleted or rebuilt by `archlab memory sync`: the check results are the truth)."""
+    idx, k = index(ctx), behaviour_key(ctx)
+    claimed = [e.id for e in ctx.ledger.experiments() if e.id != exp and e.fingerprint]
+    for n in _from_folder(ctx, exp, behaviour, idx.missing(ctx.folder.id, claimed, k, len(behaviour["values"]))):
+        idx.add(n.campaign, n.experiment, k, n.behaviour)
+    return idx.nearest(k, behaviour)
+
+
 def behaviour_look(ctx: LabContext, exp: int, behaviour: dict[str, Any], tol: Any) -> dict[str, Any]:
     """{"hit": a duplicate of this campaign within tolerance, or None; "close": the nearest
     neighbour within `tol.close` (of any campaign of the workspace) when there is no hit}."""
@@ -302,7 +312,7 @@ def behaviour_look(ctx: LabContext, exp: int, behaviour: dict[str, Any], tol: An
 
     campaign = ctx.folder.id
     if ctx.memory is not None:
-        near = guarded(ctx, "behaviour lookup", lambda: index(ctx).nearest(behaviour_key(ctx), behaviour),
+        near = guarded(ctx, "behaviour lookup", lambda: _indexed_nearest(ctx, exp, behaviour),
                        lambda: _from_folder(ctx, exp, behaviour))
     else:
         near = _from_folder(ctx, exp, behaviour)

@@ -44,6 +44,13 @@ class BehaviourIndex:
             self.collection(key, len(values)).upsert(ids=[f"{campaign}:{experiment}"], embeddings=[values],
                                                  metadatas=[meta], documents=[""])
 
+    def missing(self, campaign: str, experiments: list[int], key: str, size: int) -> set[int]:
+        """Which of a campaign's experiments have no vector here."""
+        if not experiments:
+            return set()
+        got = self.collection(key, size).get(ids=[f"{campaign}:{e}" for e in experiments], include=[])["ids"]
+        return set(experiments) - {int(i.rsplit(":", 1)[1]) for i in got}
+
     def nearest(self, key: str, behaviour: dict[str, Any], k: int = 8) -> list[Neighbour]:
         """The k nearest stored vectors of the same key and size, nearest first (ties by id)."""
         values = behaviour["values"]

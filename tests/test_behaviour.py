@@ -105,13 +105,27 @@ def test_archlab_eval_twice_trains_once_and_names_distance_and_tolerance(tmp_pat
 
 
 @pytest.mark.slow
-def test_without_the_memory_the_campaigns_check_results_find_the_twin(tmp_path):
+def test_the_campaigns_check_results_find_a_twin_the_index_lacks(tmp_path):
+    """The index is rebuilt from the campaign folders: a first eval made without the memory
+    (or a memory folder deleted since) left no vector; the second finds the twin anyway,
+    from the check results, and puts the missing vector back."""
     first = _eval(tmp_path, EINSUM, memory=False)
-    second = _eval(tmp_path, REWRITE, memory=False)
+    assert not (tmp_path / "runs" / "memory").exists()
+    second = _eval(tmp_path, REWRITE, memory=True)
     assert first.status == "done"
     assert second.status == "duplicate" and second.duplicate_of == first.id and second.metrics == first.metrics
     [dup] = _ledger(tmp_path).events(kind="gate.duplicate")
     assert dup["data"]["layer"] == "behaviour" and "within rtol 1e-05" in dup["data"]["reason"]
+    from archlab.memory.behaviour import BehaviourIndex
+    from archlab.memory.vector import VectorMemory
+
+    client = BehaviourIndex(VectorMemory(tmp_path / "runs" / "memory", embeddings="hash"), "lm").memory.client()
+    [name] = [c.name for c in client.list_collections() if c.name.startswith("behaviour-lm-")]
+    assert client.get_collection(name).get(include=[])["ids"] == [f"{first_campaign(tmp_path)}:{first.id}"]
+
+
+def first_campaign(tmp_path: Path) -> str:
+    return next((tmp_path / "runs").glob("eval-lm-*")).name
 
 
 @pytest.mark.slow
