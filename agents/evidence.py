@@ -169,7 +169,10 @@ def with_behaviour_close(ctx: Any, view: dict[str, Any]) -> dict[str, Any]:
     for event in ctx.ledger.events(kind="gate.behaviour_close"):
         item = view.get("items", {}).get(f"{campaign}:{event['experiment']}")
         d = event["data"]
-        if item is not None:
+        if item is not None and d.get("within"):  # the same as an earlier campaign's (only this one's are reused)
+            item["close"] = (f"computes the same as {d['neighbour']}: largest output difference "
+                             f"{d['distance']:.2g}, within the sameness tolerance")
+        elif item is not None:
             item["close"] = (f"behaves like {d['neighbour']}: largest output difference {d['distance']:.2g}, "
                              f"{d['ratio']:.3g}x the sameness tolerance")
     return view

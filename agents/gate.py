@@ -275,34 +275,42 @@ def index(ctx: LabContext) -> Any:
     return BehaviourIndex(ctx.memory, ctx.task.name)
 
 
-def _from_folder(ctx: LabContext, exp: int, behaviour: dict[str, Any], only: set[int] | None = None) -> list[Any]:
-    """This campaign's claimed behaviours (those of `only`, if given), read from their check results."""
+def _from_folder(ctx: LabContext, exp: int, size: int, only: set[int] | None = None) -> list[Any]:
+    """This campaign's claimed behaviour vectors of `size` values (of `only`, if given), read
+    from the check that claimed each (its fingerprint is the ledger's): the folder is the truth."""
     import json
 
-    from archlab.behaviour import comparable
     from archlab.memory.behaviour import Neighbour
 
     out = []
     for e in ctx.ledger.experiments():
         if e.id == exp or not e.fingerprint or (only is not None and e.id not in only):
             continue
-        checks = sorted(ctx.folder.experiment(e.id).glob("check-*.json"),
-                        key=lambda p: int(p.stem.split("-")[1]))
-        if checks:
-            other = (json.loads(checks[-1].read_text()).get("result") or {}).get("behaviour")
-            if isinstance(other, dict) and comparable(behaviour, other):
+        for path in sorted(ctx.folder.experiment(e.id).glob("check-*.json"),
+                           key=lambda p: int(p.stem.split("-")[1]), reverse=True):
+            try:
+                result = json.loads(path.read_text()).get("result") or {}
+            except (OSError, ValueError, AttributeError):  # unreadable: as if absent
+                continue
+            other = result.get("behaviour") if result.get("fingerprint") == e.fingerprint else None
+            if isinstance(other, dict) and len(other.get("values") or ()) == size:
                 out.append(Neighbour(ctx.folder.id, e.id, other))
+            if result.get("fingerprint") == e.fingerprint:
+                break
     return out
 
 
-def _indexed_nearest(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
-    """The index's nearest, after putting back this campaign's claimed vectors it lacks (a
-    memory folder deleted or rebuilt by `archlab memory sync`: the check results are the truth)."""
-    idx, k = index(ctx), behaviour_key(ctx)
+def _from_index(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
+    """Every claimed vector of this campaign (the ones the index lacks put back from the check
+    results: a memory deleted or rebuilt), then the workspace's nearest, for close evidence."""
+    idx, k, size, campaign = index(ctx), behaviour_key(ctx), len(behaviour["values"]), ctx.folder.id
     claimed = [e.id for e in ctx.ledger.experiments() if e.id != exp and e.fingerprint]
-    for n in _from_folder(ctx, exp, behaviour, idx.missing(ctx.folder.id, claimed, k, len(behaviour["values"]))):
+    own = idx.of(campaign, claimed, k, size)
+    lacking = set(claimed) - {n.experiment for n in own}
+    for n in _from_folder(ctx, exp, size, lacking) if lacking else []:
         idx.add(n.campaign, n.experiment, k, n.behaviour)
-    return idx.nearest(k, behaviour)
+        own.append(n)
+    return own + [n for n in idx.nearest(k, behaviour) if n.campaign != campaign]
 
 
 def behaviour_look(ctx: LabContext, exp: int, behaviour: dict[str, Any], tol: Any) -> dict[str, Any]:
@@ -311,11 +319,12 @@ def behaviour_look(ctx: LabContext, exp: int, behaviour: dict[str, Any], tol: An
     from archlab.behaviour import compare
 
     campaign = ctx.folder.id
+    size = len(behaviour["values"])
     if ctx.memory is not None:
-        near = guarded(ctx, "behaviour lookup", lambda: _indexed_nearest(ctx, exp, behaviour),
-                       lambda: _from_folder(ctx, exp, behaviour))
+        near = guarded(ctx, "behaviour lookup", lambda: _from_index(ctx, exp, behaviour),
+                       lambda: _from_folder(ctx, exp, size))
     else:
-        near = _from_folder(ctx, exp, behaviour)
+        near = _from_folder(ctx, exp, size)
     scored = []
     for n in near:
         match = compare(behaviour, n.behaviour, tol)

@@ -44,12 +44,15 @@ class BehaviourIndex:
             self.collection(key, len(values)).upsert(ids=[f"{campaign}:{experiment}"], embeddings=[values],
                                                  metadatas=[meta], documents=[""])
 
-    def missing(self, campaign: str, experiments: list[int], key: str, size: int) -> set[int]:
-        """Which of a campaign's experiments have no vector here."""
+    def of(self, campaign: str, experiments: list[int], key: str, size: int) -> list[Neighbour]:
+        """The stored vectors of these experiments of a campaign (those it has), by id: the
+        gate compares against every one of them, not only the nearest few of the workspace."""
         if not experiments:
-            return set()
-        got = self.collection(key, size).get(ids=[f"{campaign}:{e}" for e in experiments], include=[])["ids"]
-        return set(experiments) - {int(i.rsplit(":", 1)[1]) for i in got}
+            return []
+        r = self.collection(key, size).get(ids=[f"{campaign}:{e}" for e in experiments],
+                                           include=["metadatas", "embeddings"])
+        return sorted((_neighbour(m, emb) for m, emb in zip(r["metadatas"], r["embeddings"], strict=True)),
+                      key=lambda n: n.experiment)
 
     def nearest(self, key: str, behaviour: dict[str, Any], k: int = 8) -> list[Neighbour]:
         """The k nearest stored vectors of the same key and size, nearest first (ties by id)."""
@@ -61,6 +64,9 @@ class BehaviourIndex:
         r = col.query(query_embeddings=[values], n_results=min(k, n), include=["metadatas", "embeddings", "distances"])
         rows = sorted(zip(r["distances"][0], r["ids"][0], r["metadatas"][0], r["embeddings"][0], strict=True),
                       key=lambda t: (round(float(t[0]), 12), t[1]))
-        return [Neighbour(m["campaign"], int(m["experiment"]),
-                          {"values": [float(v) for v in emb], "params": m["params"], "shape": json.loads(m["shape"])})
-                for _, _, m, emb in rows]
+        return [_neighbour(m, emb) for _, _, m, emb in rows]
+
+
+def _neighbour(meta: dict[str, Any], values: Any) -> Neighbour:
+    return Neighbour(meta["campaign"], int(meta["experiment"]), {"values": [float(v) for v in values],
+                     "params": meta["params"], "shape": json.loads(meta["shape"])})

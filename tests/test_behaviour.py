@@ -83,8 +83,24 @@ def test_archlab_eval_twice_trains_once_and_names_distance_and_tolerance(tmp_pat
     toml = tmp_path / "archlab.toml"
     toml.write_text(f'workspace = "{tmp_path / "runs"}"\n[task]\nname = "lm"\nsteps = 30\n'
                     '[memory]\nembeddings = "hash"\n')
-    runs = [subprocess.run([*ARCHLAB, "eval", str(path), "--config", str(toml)], capture_output=True, text=True,
-                           env=cli_env, timeout=600) for path in (EINSUM, REWRITE)]
+    from archlab.memory.behaviour import BehaviourIndex
+    from archlab.memory.vector import VectorMemory
+
+    def archlab_eval(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*ARCHLAB, "eval", str(path), "--config", str(toml)], capture_output=True, text=True,
+                              env=cli_env, timeout=600)
+
+    runs = [archlab_eval(EINSUM)]
+    # Ten earlier campaigns of the workspace evaluated the same mixer: their vectors are as near as this
+    # campaign's own and sort first, yet only this campaign's can be reused: the lookup must still see it.
+    index = BehaviourIndex(VectorMemory(tmp_path / "runs" / "memory", embeddings="hash"), "lm")
+    [name] = [c.name for c in index.memory.client().list_collections() if c.name.startswith("behaviour-lm-")]
+    key = name.split("-")[2]
+    [mine] = index.of(first_campaign(tmp_path), [1], key, 2048)
+    for i in range(10):
+        index.add(f"aaa-earlier-{i}", 1, key, mine.behaviour)
+    del index
+    runs.append(archlab_eval(REWRITE))
     assert [r.returncode for r in runs] == [0, 0], [r.stderr[-2000:] for r in runs]
     assert "#1 (eval): done" in runs[0].stdout
     said = " ".join(runs[1].stdout.split())
@@ -96,12 +112,9 @@ def test_archlab_eval_twice_trains_once_and_names_distance_and_tolerance(tmp_pat
     assert 0 < dup["data"]["distance"] < 1e-5 and dup["data"]["ratio"] <= 1
     assert dup["data"]["tolerance"] == "rtol 1e-05, atol 1e-06"
     assert [e["experiment"] for e in ledger.events(kind="train.end")] == [1]
-    from archlab.memory.behaviour import BehaviourIndex  # the vector went into the workspace's chromadb
-    from archlab.memory.vector import VectorMemory
-
-    client = BehaviourIndex(VectorMemory(tmp_path / "runs" / "memory", embeddings="hash"), "lm").memory.client()
-    [name] = [c.name for c in client.list_collections() if c.name.startswith("behaviour-lm-")]
-    assert name.endswith("-2048") and client.get_collection(name).count() == 1  # the duplicate claims none
+    index = BehaviourIndex(VectorMemory(tmp_path / "runs" / "memory", embeddings="hash"), "lm")
+    ids = [f"{first_campaign(tmp_path)}:{i}" for i in (1, 2)]
+    assert index.collection(key, 2048).get(ids=ids, include=[])["ids"] == ids[:1]  # a duplicate claims none
 
 
 @pytest.mark.slow
