@@ -62,7 +62,7 @@ def test_harness_probes_two_inputs_under_two_seeds_and_the_rewrite_agrees_within
 def _eval(tmp_path: Path, path: Path, memory: bool = True):
     from archlab.single_candidate import eval_file
 
-    cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path / "runs"), "task": {"name": "lm", "steps": 30},
+    cfg = load_config(None, env={}, overrides={"workspace": str(tmp_path / "runs"), "task": {"name": "lm", "steps": 4},
                                                "memory": {"enabled": memory, "embeddings": "hash"}})
     return eval_file(cfg, path)
 
@@ -81,7 +81,7 @@ def test_archlab_eval_twice_trains_once_and_names_distance_and_tolerance(tmp_pat
     from conftest import ARCHLAB
 
     toml = tmp_path / "archlab.toml"
-    toml.write_text(f'workspace = "{tmp_path / "runs"}"\n[task]\nname = "lm"\nsteps = 30\n'
+    toml.write_text(f'workspace = "{tmp_path / "runs"}"\n[task]\nname = "lm"\nsteps = 4\n'
                     '[memory]\nembeddings = "hash"\n')
     from archlab.memory.behaviour import BehaviourIndex
     from archlab.memory.vector import VectorMemory
