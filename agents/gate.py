@@ -301,15 +301,14 @@ def _from_folder(ctx: LabContext, exp: int, size: int, only: set[int] | None = N
 
 
 def _from_index(ctx: LabContext, exp: int, behaviour: dict[str, Any]) -> list[Any]:
-    """Every claimed vector of this campaign (the ones the index lacks put back from the check
-    results: a memory deleted or rebuilt), then the workspace's nearest, for close evidence."""
+    """This campaign's nearest claimed vectors (the ones the index lacks put back first from the
+    check results: a memory deleted or rebuilt), then the workspace's nearest, for close evidence."""
     idx, k, size, campaign = index(ctx), behaviour_key(ctx), len(behaviour["values"]), ctx.folder.id
     claimed = [e.id for e in ctx.ledger.experiments() if e.id != exp and e.fingerprint]
-    own = idx.of(campaign, claimed, k, size)
-    lacking = set(claimed) - {n.experiment for n in own}
+    lacking = set(claimed) - idx.stored(campaign, claimed, k, size)
     for n in _from_folder(ctx, exp, size, lacking) if lacking else []:
         idx.add(n.campaign, n.experiment, k, n.behaviour)
-        own.append(n)
+    own = idx.nearest(k, behaviour, campaign=campaign)
     return own + [n for n in idx.nearest(k, behaviour) if n.campaign != campaign]
 
 

@@ -96,7 +96,7 @@ def test_archlab_eval_twice_trains_once_and_names_distance_and_tolerance(tmp_pat
     index = BehaviourIndex(VectorMemory(tmp_path / "runs" / "memory", embeddings="hash"), "lm")
     [name] = [c.name for c in index.memory.client().list_collections() if c.name.startswith("behaviour-lm-")]
     key = name.split("-")[2]
-    [mine] = index.of(first_campaign(tmp_path), [1], key, 2048)
+    [mine] = index.nearest(key, {"values": [0.0] * 2048}, k=1, campaign=first_campaign(tmp_path))
     for i in range(10):
         index.add(f"aaa-earlier-{i}", 1, key, mine.behaviour)
     del index
