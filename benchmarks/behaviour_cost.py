@@ -17,25 +17,16 @@ the one it replaces, and the lookup against a full behaviour index.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def module_350() -> str:
-    """The lm baselines, then design-space renders, until the module is 350 lines."""
-    from archlab.tasks import get_task
-
-    lm, rng = get_task("lm", {}, "tiny"), random.Random(1)
-    parts = [c.code for c in lm.seeds()]
-    while sum(len(p.splitlines()) for p in parts) < 350:
-        parts.append(lm.space.render(lm.space.sample(rng)))
-    return "\n\n".join(parts)
+sys.path.insert(0, str(REPO / "benchmarks"))
+from dedup import lm_module  # noqa: E402 - the module dedup.py times its gate on, grown to 350 lines
 
 
 def stats(walls: list[float]) -> tuple[float, float]:
@@ -51,7 +42,7 @@ def check_step(runs: int, baseline: str) -> None:
 
     old = subprocess.run(["git", "show", f"{baseline}:archlab/tasks/lm/probes.py"], cwd=REPO, check=True,
                          capture_output=True, text=True).stdout
-    task, backend, code = get_task("lm", {}, "tiny"), ProcessBackend(), module_350()
+    task, backend, code = get_task("lm", {}, "tiny"), ProcessBackend(), lm_module(350)
     limits = job_limits(task, SandboxConfig(), "check")
     walls: dict[str, list[float]] = {"new": [], baseline: []}
     with tempfile.TemporaryDirectory(prefix="behaviour-cost-") as tmp:

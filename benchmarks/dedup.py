@@ -362,12 +362,13 @@ def median_ms(fn: Callable[[int], Any], n: int = 30) -> float:
     return statistics.median(times) * 1000
 
 
-def module_300() -> str:
+def lm_module(lines: int = 300) -> str:
+    """The lm baselines, then design-space renders, until the module has `lines` lines."""
     from archlab.tasks import get_task
 
     lm, rng = get_task("lm", {}, "tiny"), random.Random(1)
     parts = [c.code for c in lm.seeds()]
-    while sum(len(p.splitlines()) for p in parts) < 300:
+    while sum(len(p.splitlines()) for p in parts) < lines:
         parts.append(lm.space.render(lm.space.sample(rng)))
     return "\n\n".join(parts)
 
@@ -493,7 +494,7 @@ def main() -> None:
         print(f"  {p['task']} {p['source']} {p['kind']}: {'missed duplicate' if p['dup'] else 'false duplicate'}; "
               f"{' | '.join(x.strip() for x in diff[:2])[:150]}")
 
-    module = module_300()
+    module = lm_module()
     print(f"\nlatency, median of 30, on a {len(module.splitlines())}-line module:")
     variant = [f"{module}\n_variant = {i}\n" for i in range(31)]  # distinct texts: the token cache never hits
     lat = {"LEMUR md5": median_ms(lambda i: lemur_md5(variant[i])),
