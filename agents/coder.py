@@ -50,8 +50,9 @@ def code(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     repairing = bool(state.get("error"))
     update: dict[str, Any] = {"code_calls": calls + 1, "repairs": state.get("repairs", 0) + int(repairing)}
 
-    if ctx.strategy != "llm" or (ctx.config.llm.code_from_design and proposal.get("genome") and not repairing):
-        # Offline, or a designed genome: the design space renders it; nothing to repair.
+    rendered = ctx.strategy != "llm" or state.get("arm") == "control" or (
+        ctx.config.llm.code_from_design and proposal.get("genome") and not repairing)
+    if rendered:  # offline, the random-control arm, or a designed genome: the design space renders it
         source = ctx.task.space.render(proposal["genome"])
         errors = ctx.task.static_errors(source)
         if errors:

@@ -41,6 +41,18 @@ class LabContext:
     memory: Any = None    # the workspace's VectorMemory (opened lazily), None when [memory] enabled = false
 
     gpu_slots: Any = None  # sandbox.gpus.GpuSlots of this machine's GPUs
+    results: Any = None    # the workspace's memory.results.ResultCache; None: every training runs
+
+    def result_key(self, task: Any, code: str, seed: int) -> str | None:
+        """The result cache's key of training `code` under `seed` at `task`'s fidelity, or None
+        where the task's results are not cached."""
+        fidelity = task.fidelity()
+        if fidelity is None:
+            return None
+        from archlab.code_hashes import text_hash
+        from archlab.memory.results import result_key
+
+        return result_key(fidelity, text_hash(code), seed)
 
     def gpus_per_job(self) -> int:
         sandbox = self.config.sandbox
@@ -66,7 +78,7 @@ class LabContext:
 
     def can_repair(self, state: Any) -> bool:
         """Only a model can fix code, and only its own: given code is judged as is."""
-        return (self.strategy == "llm" and state.get("origin") == "campaign"
+        return (self.strategy == "llm" and state.get("origin") == "campaign" and state.get("arm") != "control"
                 and state.get("repairs", 0) < self.config.search.max_repairs)
 
     def rng(self, experiment: int, *salt: Any) -> random.Random:

@@ -24,6 +24,9 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         last = rejections[-1] if rejections else None
         why = f"; the last duplicated #{last['neighbour']}" if last else ""
         return {"outcome": "failed", "reason": f"researcher: {attempt} proposals, all refused by the gate{why}"}
+    if state.get("arm") == "control":  # the random-control arm: uniform samples, whatever the strategy
+        proposal, view = propose_offline(ctx, exp, attempt, strategy="random")
+        return {"proposal": {**proposal, "arm": "control"}, "view": view, "proposals": attempt + 1, "error": None}
     if ctx.strategy != "llm":
         proposal, view = propose_offline(ctx, exp, attempt)
         return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}

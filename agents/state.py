@@ -68,6 +68,7 @@ class Rejection(TypedDict):
 class ExperimentState(TypedDict, total=False):
     experiment: int
     origin: str                      # campaign | baseline | eval
+    arm: str | None                  # "control": the random-control arm's (uniform sampling), else the strategy's
     proposal: dict[str, Any] | None  # Proposal fields + genome (offline) + parent_id
     code: str | None
     hashes: dict[str, str] | None    # text, ast

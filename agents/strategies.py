@@ -15,21 +15,26 @@ def _population(ctx: LabContext, experiment: int, attempt: int) -> list[SimpleNa
     experiments that carry a genome (ageing: the oldest drop out). Remembered with
     their scores and genomes, so a replay needs nothing the original saw later."""
     def latest() -> list[dict[str, Any]]:
+        # The random-control arm's samples stay out: the arms are compared, so neither feeds the other.
         rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
-                if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")]
+                if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")
+                and (e.proposal or {}).get("arm") != "control"]
         return [{"id": e.id, "score": e.score, "genome": e.proposal["genome"]}
                 for e in rows[: ctx.config.search.population]]
 
     return [SimpleNamespace(**row) for row in ctx.remember(experiment, "population", attempt, latest)]
 
 
-def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dict[str, Any], list[int]]:
-    """A proposal dict (name, motivation, design, genome, parent_id) and the ids it looked at."""
+def propose_offline(ctx: LabContext, experiment: int, attempt: int,
+                    strategy: str | None = None) -> tuple[dict[str, Any], list[int]]:
+    """A proposal dict (name, motivation, design, genome, parent_id) and the ids it looked at;
+    `strategy` overrides the campaign's (the random-control arm samples uniformly)."""
+    strategy = strategy or ctx.strategy
     rng = ctx.rng(experiment, "propose", attempt)
     space = ctx.task.space
     search = ctx.config.search
-    population = _population(ctx, experiment, attempt) if ctx.strategy == "evolution" else []
-    if ctx.strategy == "evolution" and len(population) >= search.population:
+    population = _population(ctx, experiment, attempt) if strategy == "evolution" else []
+    if strategy == "evolution" and len(population) >= search.population:
         contenders = rng.sample(population, search.tournament)
         best = ctx.task.ranked(contenders)[0]  # equal scores: the first drawn, as max() would
         genome = space.mutate(best.genome, rng)
@@ -39,7 +44,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int) -> tuple[dic
         view = [e.id for e in population]
     else:
         genome = space.sample(rng)
-        why = ("random search" if ctx.strategy == "random"
+        why = ("random search" if strategy == "random"
                else f"initial population ({len(population)}/{search.population})")
         motivation, parent, view = f"{why}: uniform sample of the design space", None, [e.id for e in population]
     redraw = (lambda r: space.mutate(best.genome, r)) if parent is not None else space.sample

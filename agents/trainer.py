@@ -52,10 +52,18 @@ def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     ctx.ledger.update(exp, code_path=str(code_path), status="running")
     ctx.ledger.event(exp, f"{step}.start", {"job": f"{ctx.task.name}-{step}"})
     recorded = ctx.recorded.job(exp, outcome.name) if ctx.recorded is not None else None
+    cache_key = (ctx.result_key(ctx.task, state["code"] or "", ctx.seed(exp, step))
+                 if step == "train" and ctx.results is not None and ctx.recorded is None else None)
+    hit = ctx.results.get(cache_key) if cache_key else None
     if recorded is not None:  # replay: the original run's result stands in for the job
         result = recorded
+    elif hit is not None:  # trained before in this workspace: same code, fidelity and seed
+        result = JobResult(**{**hit[0], "log_path": None})
+        ctx.ledger.event(exp, "train.reused_from_cache", {"from": hit[1]})
     else:
         result = _execute(ctx, state, step, workdir)
+        if cache_key and result.ok:
+            ctx.results.put(cache_key, result.to_dict(), {"campaign": ctx.folder.id, "experiment": exp})
     ctx.live.pop(exp, None)
     if result.log_path is not None and Path(result.log_path).exists() and recorded is None:
         shutil.copyfile(result.log_path, folder / "log")  # experiments/N/log: the latest job's log
@@ -63,7 +71,7 @@ def _run(ctx: LabContext, state: ExperimentState, step: str) -> JobResult:
     tmp.write_text(json.dumps(result.to_dict()))
     os.replace(tmp, outcome)  # atomic: the job counts as finished only once this exists
     ctx.ledger.event(exp, f"{step}.end", {"status": result.status, "reason": result.reason, "wall_s": result.wall_s})
-    if step == "train":
+    if step == "train" and hit is None:
         ctx.ledger.update(exp, train_s=result.wall_s, gpus=result.gpus)
         ctx.ledger.add_spend(gpu_s=result.wall_s * result.gpus, train_s=result.wall_s)
     return result

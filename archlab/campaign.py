@@ -33,6 +33,7 @@ class Summary:
     spend: dict[str, float]
     best: dict[str, Any] | None
     paused: str | None = None  # "unreachable" (resume as is) or "refused" (fix the setting, then resume)
+    verification: str | None = None  # how the verification stage ended, where there is one
 
 
 def backend_options(sandbox: Any, untrusted: bool = True, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -87,6 +88,10 @@ class Campaign:
                               backend=get_backend(config.sandbox.backend, **options),
                               llm=self._llm(recorded),
                               recorded=recorded, memory=self._memory())
+        if config.search.reuse_results and recorded is None:
+            from archlab.memory.results import ResultCache
+
+            self.ctx.results = ResultCache(folder.root.parent / "results.sqlite")
         if config.sandbox.backend != "ray":  # on ray, the cluster assigns the devices
             from archlab.sandbox.gpus import GpuSlots, detect_gpus
 
@@ -108,6 +113,11 @@ class Campaign:
 
         get_task(config.task.name, config.task.options, config.task.preset).validate()  # fail before any folder
         backend_options(config.sandbox, config.strategy == "llm")  # refuses unisolated model code, before any folder
+        if config.verify.top:  # a bad verification preset or data path fails before any folder, too
+            get_task(config.task.name, {**config.task.options, **({"extra_eval": str(config.verify.data)}
+                                                                  if config.verify.data else {})},
+                     config.verify.preset or get_task(config.task.name, config.task.options,
+                                                      config.task.preset).verify_preset()).validate()
         folder = folder or CampaignFolder.create(config.workspace, config.task.name)
         folder.write_config(config.model_dump(mode="json"))
         return cls(folder, config)
@@ -185,7 +195,7 @@ class Campaign:
             return self.graph.invoke(None, cfg)
         row = self.ledger.get(exp_id)
         start: dict[str, Any] = {"experiment": exp_id, "origin": row.origin, "rejections": [], "proposals": 0,
-                                 "code_calls": 0, "repairs": 0}
+                                 "code_calls": 0, "repairs": 0, "arm": (row.proposal or {}).get("arm")}
         given = (row.proposal or {}).get("code")
         if given:  # baselines and `archlab eval`: the code is given
             start.update(code=given, proposal={k: v for k, v in row.proposal.items() if k != "code"})
@@ -252,7 +262,7 @@ class Campaign:
             while True:
                 stop = stop or self.stop_reason()
                 while len(futures) < self.config.search.parallel and (queue or stop is None):
-                    exp_id = queue.popleft() if queue else self.ledger.allocate("campaign")
+                    exp_id = queue.popleft() if queue else self._allocate()
                     futures[pool.submit(self.run_experiment, exp_id)] = exp_id
                     stop = stop or self.stop_reason()
                 if not futures:
@@ -281,14 +291,34 @@ class Campaign:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
+        verified = None
+        if self.config.verify.top and paused is None and not self.ledger.experiments(status=IN_FLIGHT):
+            verified = self.verification().run(on_progress)  # exploration is over: verify what it found
         summary = self.summary(stop or "finished")
+        summary.verification = verified
         if paused is not None:
             summary.paused = "unreachable" if paused.resumable else "refused"
-        self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason, "paused": summary.paused})
+        self.ledger.event(None, "campaign.stop", {"reason": summary.stop_reason, "paused": summary.paused,
+                                                  "verification": verified})
         self.folder.lock.unlink(missing_ok=True)
         self.close_memory()
         self.ctx.backend.close()
         return summary
+
+    def _allocate(self) -> int:
+        """The next campaign experiment; every 1/control-th one (interleaved) is the random-control
+        arm's, decided here and kept on its row so resume and replay give it the same arm."""
+        share = self.config.search.control
+        if share:
+            i = len(self.ledger.experiments(origin=["campaign"]))
+            if int((i + 1) * share) > int(i * share):
+                return self.ledger.allocate("campaign", {"arm": "control"})
+        return self.ledger.allocate("campaign")
+
+    def verification(self) -> Any:
+        from archlab.verification import Verification
+
+        return Verification(self.ctx)
 
     def _pause(self, exc: ModelUnavailable, exp_id: int) -> str:
         kind = "model unreachable" if exc.resumable else "model refused"

@@ -115,6 +115,12 @@ class SearchConfig(_Section):
     max_repairs: int = Field(2, ge=0)     # code fixes after a failed check or training
     max_proposals: int = Field(8, ge=1)   # re-proposals after the gate rejects a duplicate
     baselines: bool = True                # evaluate the task's baselines first
+    # A share of the experiment budget given, interleaved, to uniform random sampling of the same
+    # design space (the random-control arm), so a campaign can show its strategy against random.
+    control: float = Field(0.0, ge=0, lt=1)
+    # A training already done in this workspace under the same code, task fidelity and seed is not
+    # done again (<workspace>/results.sqlite); false: every training runs (e.g. to time a new machine).
+    reuse_results: bool = True
 
     @field_validator("tournament")
     @classmethod
@@ -122,6 +128,33 @@ class SearchConfig(_Section):
         pop = info.data.get("population", 10)
         if v > pop:
             raise ValueError(f"tournament ({v}) cannot exceed population ({pop})")
+        return v
+
+
+class VerifyConfig(_Section):
+    """[verify]: once the exploration budget is met, the diverse top candidates and every baseline
+    are trained again under several seeds at a verification fidelity, and tested against each other."""
+
+    top: int = Field(0, ge=0, le=64)      # candidates promoted; 0: no verification stage
+    seeds: int = Field(3, ge=1, le=50)    # seeds per candidate and per baseline (the same seeds for all)
+    preset: str | None = None             # the verification preset; None: the task's (lm tiny -> tiny-long)
+    # Successive halving: candidates kept at each later rung, e.g. [2, 1] with top = 4; every rung
+    # adds `seeds` seeds to what is kept. [] = one rung.
+    rungs: list[int] = Field(default_factory=list)
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise error rate of the claims (Holm over the candidates)
+    data: Path | None = None              # lm: a second text the search never saw, scored beside val_bpb
+    hours: float | None = Field(None, gt=0)      # the stage's own wall-clock budget (shown apart)
+    gpu_hours: float | None = Field(None, gt=0)  # and GPU-hour budget
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: list[int], info: Any) -> list[int]:
+        top = info.data.get("top", 0)
+        last = top
+        for keep in v:
+            if not 1 <= keep < last:
+                raise ValueError(f"each rung keeps fewer candidates than the one before (top = {top}), got {v}")
+            last = keep
         return v
 
 
@@ -154,6 +187,7 @@ class Config(_Section):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
 
     @property
     def strategy(self) -> str:
@@ -163,7 +197,7 @@ class Config(_Section):
         return self.search.strategy
 
 
-SECTIONS = ("task", "llm", "budget", "sandbox", "search", "memory")
+SECTIONS = ("task", "llm", "budget", "sandbox", "search", "memory", "verify")
 TOP_LEVEL = ("workspace",)
 
 

@@ -61,6 +61,18 @@ class RecordedRun:
                              "it never ran this job, so the replay took a different path")
         return JobResult.load(path)
 
+    def verify_job(self, name: str) -> JobResult | None:
+        """A verification run's recorded result (verify/<name>.json)."""
+        if self.retrain:
+            return None
+        path = self.folder.root / "verify" / f"{name}.json"
+        if not path.exists():
+            raise Divergence(0, f"verify {name}", "the original verification has no such run: the replay "
+                             "promoted other candidates or seeds")
+        from archlab.verification import load_run
+
+        return load_run(path)[0]
+
     # -- the model, answered from llm.jsonl (the LLM client's script protocol) ----
     def check_request(self, record: dict[str, Any]) -> None:
         key = (record["experiment"], record["step"], record["attempt"])
@@ -142,6 +154,24 @@ def compare(original: Ledger, replayed: Ledger, experiment: int) -> None:
         raise Divergence(experiment, "record (genome)", f"recorded {genome_a}\nreplayed {genome_b}")
 
 
+def compare_verification(original: Ledger, replayed: Ledger) -> None:
+    """The same plan (subjects, seeds, preset) and, run by run, the same outcomes."""
+    plan_a, plan_b = original.get_meta("verify_plan"), replayed.get_meta("verify_plan")
+    for part in ("preset", "seeds", "rungs"):
+        if plan_a.get(part) != plan_b.get(part):
+            raise Divergence(0, f"verification plan ({part})",
+                             f"recorded {plan_a.get(part)}\nreplayed {plan_b.get(part)}")
+    keys_a, keys_b = ([s["key"] for s in p["subjects"]] for p in (plan_a, plan_b))
+    if keys_a != keys_b:
+        raise Divergence(0, "verification plan (promoted)", f"recorded {keys_a}\nreplayed {keys_b}")
+    runs_a = {(r["subject"], r["seed_index"]): (r["status"], r["metrics"]) for r in original.verify_runs()}
+    runs_b = {(r["subject"], r["seed_index"]): (r["status"], r["metrics"]) for r in replayed.verify_runs()}
+    for key in sorted(set(runs_a) | set(runs_b)):
+        if runs_a.get(key) != runs_b.get(key):
+            raise Divergence(0, f"verification run {key[0]} seed {key[1]}",
+                             f"recorded {runs_a.get(key)}\nreplayed {runs_b.get(key)}")
+
+
 @dataclass
 class ReplayReport:
     original: str
@@ -150,6 +180,7 @@ class ReplayReport:
     divergence: Divergence | None = None
     unfinished: int | None = None  # the original stopped before this experiment finished
     forked: Any = None             # the live campaign's summary, with --fork
+    verified: bool | None = None   # the verification stage was replayed too (None: the original had none)
 
     @property
     def ok(self) -> bool:
@@ -199,6 +230,13 @@ def replay(workspace: Path, campaign_id: str, *, to: int | None = None, retrain:
             on_experiment(row.id)
     if baseline_ids is not None:
         campaign.ledger.set_meta("baselines_allocated", baseline_ids)
+    if report.ok and report.unfinished is None and to is None and recorded.ledger.get_meta("verify_done"):
+        try:
+            campaign.verification().run()
+            compare_verification(recorded.ledger, campaign.ledger)
+        except Divergence as div:
+            report.divergence = div
+        report.verified = report.divergence is None
     if fork and report.ok:
         folder.write_config(live.model_dump(mode="json"))
         forked = Campaign(folder, live)  # a fresh lab: live model and sandbox, no record
@@ -210,6 +248,8 @@ def _allocate_like(ledger: Ledger, row: Experiment) -> int:
     proposal = row.proposal or {}
     given = {k: proposal[k] for k in ("name", "motivation", "design", "code", "genome") if k in proposal} \
         if "code" in proposal else None
+    if given is None and proposal.get("arm") == "control":  # the random-control arm, as it was allocated
+        return ledger.allocate(row.origin, {"arm": "control"})
     return ledger.allocate(row.origin, given, name=row.name if given else None)
 
 

@@ -47,6 +47,19 @@ CREATE TABLE IF NOT EXISTS events (
     key TEXT UNIQUE                    -- set for events a re-run step must not repeat
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS verify_runs (       -- the verification stage: one training per subject and seed
+    subject TEXT NOT NULL,             -- e<id> (a campaign experiment) | b:<name> (a baseline)
+    seed_index INTEGER NOT NULL,       -- the same indices (and seeds) for every subject: runs pair by seed
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,              -- ok | timeout | oom | crash | nan | integrity
+    metrics TEXT,                      -- JSON
+    reason TEXT,
+    wall_s REAL DEFAULT 0,
+    gpus INTEGER DEFAULT 0,
+    reused TEXT,                       -- JSON: the campaign and run whose training the result cache gave
+    finished REAL NOT NULL,
+    PRIMARY KEY (subject, seed_index)
+);
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
@@ -211,6 +224,24 @@ class Ledger:
     def count_events(self, kind: str) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()[0])
+
+    # -- verification runs ------------------------------------------------------
+    def add_verify_run(self, subject: str, seed_index: int, seed: int, status: str, metrics: dict[str, Any] | None,
+                       reason: str = "", wall_s: float = 0.0, gpus: int = 0,
+                       reused: dict[str, Any] | None = None) -> bool:
+        """Record one finished verification run; a second record of the same run is ignored."""
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO verify_runs (subject, seed_index, seed, status, metrics, reason, wall_s, gpus, "
+                "reused, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (subject, seed_index, seed, status, _dump(metrics), reason, wall_s, gpus, _dump(reused), time.time()))
+            return cur.rowcount == 1
+
+    def verify_runs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM verify_runs ORDER BY subject, seed_index").fetchall()
+        return [{**dict(r), "metrics": json.loads(r["metrics"]) if r["metrics"] else None,
+                 "reused": json.loads(r["reused"]) if r["reused"] else None} for r in rows]
 
     # -- meta: spend and flags -------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:

@@ -29,7 +29,7 @@ def test_cli_run_show_and_json(tmp_path, nb201_table, cli_env):
     assert ("no model configured: running the offline `evolution` strategy (set one with --model provider/name, "
             "ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)") in run.stderr
     assert "leaderboard" in run.stdout and "val_acc" in run.stdout
-    campaign_id = next(p.name for p in ws.iterdir())
+    campaign_id = next(p.name for p in ws.iterdir() if (p / "config.json").exists())
     shown = subprocess.run([*ARCHLAB, "show", campaign_id, "--json", "--workspace", str(ws)],
                            capture_output=True, text=True, env=cli_env, timeout=60)
     data = json.loads(shown.stdout)

@@ -57,7 +57,7 @@ def test_kill9_at_several_points_then_resume(tmp_path, nb201_table, cli_env):
     proc = start("run")
     # 1: as soon as the campaign folder has a ledger (baselines allocated, maybe a step in)
     _kill_when(proc, lambda: any(ws.glob("*/ledger.sqlite")) and _events(next(ws.glob("*/ledger.sqlite")), "allocated"))
-    campaign_id = next(ws.iterdir()).name
+    campaign_id = next(p.name for p in ws.iterdir() if p.is_dir() and p.name != "memory")
     ledger_path = ws / campaign_id / "ledger.sqlite"
     # 2: in the middle of a training job
     proc = start("resume", campaign_id)

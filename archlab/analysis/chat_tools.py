@@ -334,6 +334,20 @@ def plot(lab: Lab, a: PlotArgs) -> dict[str, Any]:
     return {"path": str(path), "kind": a.kind, "metric": metric, "higher_is_better": higher}
 
 
+def verified(lab: Lab, a: CampaignArg) -> dict[str, Any]:
+    """The verified findings: top candidates and baselines retrained under several seeds, each candidate's
+    difference to the best baseline with its 95% interval, Holm-corrected p and verdict; the only claims."""
+    from archlab.analysis.findings import arms, verified_findings
+
+    out = []
+    for view in lab.scope(a.campaign):
+        f, control = verified_findings(view.ledger, view.task), arms(view.ledger, view.task)
+        out.append({"campaign": view.id, "verified": f.to_dict() if f else None,
+                    "control": control.sentence(view.metric) if control else None,
+                    **({} if f else {"note": "no verification stage: every score is one run under one seed"})})
+    return {"campaigns": out}
+
+
 # -- registry --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -363,6 +377,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (  # the usual first look first: sm
     Tool("lineage", ExpArgs, lineage),
     Tool("compare", CompareArgs, compare),
     Tool("plot", PlotArgs, plot),
+    Tool("verified_findings", CampaignArg, verified),
 )}
 
 

@@ -10,11 +10,29 @@ def leaderboard(ledger: Ledger, task: Any, limit: int | None = None) -> list[dic
     """Evaluated experiments best first, by the task's ranking (the one every view uses)."""
     metric, report_metric = task.metric, task.report_metric
     rows = task.ranked(ledger.experiments(status=["done"]), tiebreak=lambda e: e.id)
+    verified = _verified_by_experiment(ledger, task)
     out = []
     for rank, e in enumerate(rows[:limit] if limit else rows, 1):
-        out.append({"rank": rank, "id": e.id, "origin": e.origin, "name": e.name, "parent": e.parent,
-                    metric: task.value_of(e), **({report_metric: (e.metrics or {}).get(report_metric)}
-                                        if report_metric and report_metric != metric else {})})
+        row = {"rank": rank, "id": e.id, "origin": e.origin, "name": e.name, "parent": e.parent,
+               metric: task.value_of(e), **({report_metric: (e.metrics or {}).get(report_metric)}
+                                            if report_metric and report_metric != metric else {})}
+        if e.id in verified:
+            row["verified"] = verified[e.id]
+        out.append(row)
+    return out
+
+
+def _verified_by_experiment(ledger: Ledger, task: Any) -> dict[int, str]:
+    """Experiment id -> its verified mean ± 95 % interval (n), for the promoted and the baselines."""
+    from archlab.analysis.findings import verified_findings
+
+    findings = verified_findings(ledger, task)
+    out: dict[int, str] = {}
+    for f in findings.rows if findings else []:
+        if f.experiment is not None and f.values:
+            ci = f.interval
+            out[f.experiment] = (f"{ci.mean:.4f} ± {(ci.high - ci.low) / 2:.3g} (n={ci.n})" if ci
+                                 else f"{f.mean:.4f} (n=1)")
     return out
 
 
@@ -45,7 +63,8 @@ def _row(e: Any) -> dict[str, Any]:
 def render_leaderboard(board: list[dict[str, Any]], metric: str, report_metric: str, title: str) -> Any:
     from rich.table import Table
 
-    columns = ("rank", "id", "origin", "name", metric) + ((report_metric,) if report_metric != metric else ())
+    columns = ("rank", "id", "origin", "name", metric) + ((report_metric,) if report_metric != metric else ()) \
+        + (("verified",) if any("verified" in row for row in board) else ())
     table = Table(title=title)
     for col in columns:
         table.add_column(col, justify="right" if col in ("rank", "id") else "left", overflow="fold")

@@ -50,6 +50,7 @@ def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
     images: list[Path] = []
     b: list[Block] = [("h1", f"Campaign {view.id}"), _intro(view)]
     b += [("h2", "Summary"), ("list", _summary(view))]
+    b += [("h2", "Verified findings"), *_verified(view, out, images)]
     b += [("h2", "Leaderboard"), *_leaderboard(view)]
     b += [("h2", "Search progress"), *_progress(view, out, images)]
     b += [("h2", "Training curves"), *_curves(view, out, images)]
@@ -88,12 +89,58 @@ def _summary(view: CampaignReader) -> list[str]:
     if best is not None:
         lines.append(f"Best: **#{best.id} {best.name}** ({best.origin}), {m} = {_fmt(view.value(best))}"
                      + _reported(view, best) + ".")
-    if best_campaign is not None and base is not None:
+    if best_campaign is not None and base is not None:  # exploration runs: one seed each, no claim
         delta = view.value(best_campaign) - view.value(base)
-        verdict = "beats" if view.task.better(view.value(best_campaign), view.value(base)) else "does not beat"
-        lines.append(f"The best campaign candidate #{best_campaign.id} {best_campaign.name} {verdict} the best "
-                     f"baseline #{base.id} {base.name} ({delta:+.4g} {m}).")
+        ahead = "ahead of" if view.task.better(view.value(best_campaign), view.value(base)) else "not ahead of"
+        lines.append(f"In exploration (one run each, untested), the best campaign candidate #{best_campaign.id} "
+                     f"{best_campaign.name} is {ahead} the best baseline #{base.id} {base.name} ({delta:+.4g} {m}); "
+                     "only the verified findings make claims.")
     return lines
+
+
+def _verified(view: CampaignReader, out: Path, images: list[Path]) -> list[Block]:
+    """The verification table, its plot with error bars, one sentence per claim that holds, and the
+    strategy arm against the random-control arm."""
+    from archlab.analysis import plots
+    from archlab.analysis.findings import arms, verdict_text, verified_findings
+
+    f, a = verified_findings(view.ledger, view.task), arms(view.ledger, view.task)
+    b: list[Block] = []
+    if f is None:
+        b.append(("p", "This campaign has no verification stage, so it makes no claim: every score above is one "
+                       "run under one seed (`archlab resume ID --verify-top 3 --seeds 3` adds one)."))
+    else:
+        def pm(ci: Any, single: float | None) -> str:
+            return f"{ci.mean:.4g} ± {(ci.high - ci.low) / 2:.2g} (n={ci.n})" if ci else _fmt(single)
+
+        rows = [[f"#{r.experiment} {r.name}" if r.role == "candidate" else f"{r.name} (baseline)", _fmt(r.explored),
+                 pm(r.interval, r.mean) + (f", {r.failed} failed" if r.failed else ""),
+                 *([pm(r.extra, None)] if any(x.extra for x in f.rows) else []),
+                 f"{r.diff.diff:+.4g} [{r.diff.low:+.4g}, {r.diff.high:+.4g}] ({r.diff.test})" if r.diff else "",
+                 f"{r.p_holm:.3g}" if r.p_holm is not None else "",
+                 verdict_text(r, f.baseline) if r.role == "candidate" else
+                 ("best baseline" if f.baseline and r.key == f.baseline.key else "")] for r in f.rows]
+        headers = ["subject", "explored", f"verified {f.metric}", *(["second text"] if any(x.extra for x in f.rows)
+                                                                   else []),
+                   "difference to the best baseline [95% interval]", "p (Holm)", "verdict"]
+        b.append(("p", f"The top candidates and every baseline, trained again at the `{f.preset}` preset under the "
+                       f"same seeds; each candidate against the best baseline, paired by seed, Holm-corrected over "
+                       f"the candidates at alpha = {f.alpha}. {f.runs} runs, {f.wall_s / 3600:.3f} wall-clock hours, "
+                       f"{f.gpu_s / 3600:.3f} GPU-hours" + ("." if f.done else " (the stage has not finished).")))
+        b.append(("table", (headers, rows)))
+        shown = [r for r in f.rows if r.interval or r.values]
+        if shown:
+            images.append(plots.verified(
+                out / "verified.png", [f"#{r.experiment} {r.name}" if r.role == "candidate" else r.name for r in shown],
+                [r.mean for r in shown], [r.interval.low if r.interval else r.mean for r in shown],
+                [r.interval.high if r.interval else r.mean for r in shown], [r.role for r in shown],
+                metric=f.metric, higher=f.higher))
+            b.append(("img", ("verified.png", f"Verified {f.metric}: mean and 95% interval over seeds.")))
+        b.append(("list", f.claims or [f"No candidate is verified better than the best baseline "
+                                       f"({f.baseline.name if f.baseline else 'none finished'})."]))
+    if a is not None:
+        b.append(("p", "Strategy against random control: " + a.sentence(view.metric) + "."))
+    return b
 
 
 def _progress(view: CampaignReader, out: Path, images: list[Path]) -> list[Block]:

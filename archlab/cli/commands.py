@@ -15,6 +15,10 @@ import typer
 
 from archlab.cli.common import CONFIG, WORKSPACE, console, fail, flag_overrides, guard, load_settings, out
 
+VERIFY_TOP = typer.Option(None, help="after exploration, verify the top N candidates (diverse) beside every baseline")
+SEEDS = typer.Option(None, help="seeds per verified candidate and baseline (default 3)")
+VERIFY_PRESET = typer.Option(None, help="the verification preset (default: the task's, e.g. lm tiny -> tiny-long)")
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="archlab: an autonomous lab for neural-architecture research.")
 
@@ -36,6 +40,9 @@ def run(
     api_base: str | None = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
     seed: int | None = typer.Option(None, help="campaign seed"),
     sandbox: str | None = typer.Option(None, help="process | docker | ray"),
+    control: float | None = typer.Option(None, help="share of the budget for the random-control arm, e.g. 0.25"),
+    verify_top: int | None = VERIFY_TOP, seeds: int | None = SEEDS, verify_preset: str | None = VERIFY_PRESET,
+    verify_data: Path | None = typer.Option(None, help="lm: a second text scored at verification (val_bpb_extra)"),
     workspace: Path | None = WORKSPACE,
     config: Path | None = CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress"),
@@ -43,7 +50,8 @@ def run(
     """Launch a campaign (default: a short offline campaign on the lm task)."""
     cfg = load_settings(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
                         gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
-                        api_base=api_base, seed=seed, sandbox=sandbox, workspace=workspace)
+                        api_base=api_base, seed=seed, sandbox=sandbox, control=control, verify_top=verify_top,
+                        seeds=seeds, verify_preset=verify_preset, verify_data=verify_data, workspace=workspace)
     if cfg.strategy != "llm":
         console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
                       "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)",
@@ -70,15 +78,19 @@ def resume(
     usd: float | None = typer.Option(None), gpu_hours: float | None = typer.Option(None),
     model: str | None = typer.Option(None, help="continue with this model (e.g. after the provider refused one)"),
     api_base: str | None = typer.Option(None, help="continue with this server"),
+    verify_top: int | None = VERIFY_TOP, seeds: int | None = SEEDS, verify_preset: str | None = VERIFY_PRESET,
+    verify_hours: float | None = typer.Option(None, help="raise the verification stage's wall-clock budget"),
     workspace: Path | None = WORKSPACE, config: Path | None = CONFIG,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Continue a stopped, paused or killed campaign: unfinished experiments first, nothing repeated."""
+    """Continue a stopped, paused or killed campaign: unfinished experiments first, nothing repeated;
+    then its verification stage (add one to a finished campaign with --verify-top)."""
     from archlab.campaign import Campaign
 
     ws = load_settings(config, workspace=workspace).workspace
     overrides = flag_overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours, model=model,
-                               api_base=api_base)
+                               api_base=api_base, verify_top=verify_top, seeds=seeds, verify_preset=verify_preset,
+                               verify_hours=verify_hours)
     campaign = guard(lambda: Campaign.open(ws, campaign_id, overrides))
     _drive(campaign, quiet)
 
@@ -95,6 +107,8 @@ def _drive(campaign: Any, quiet: bool) -> None:
         os._exit(130)  # sandbox jobs die with us (PDEATHSIG); checkpoints are already durable
     console.print(f"{'paused' if summary.paused else 'stopped'}: {summary.stop_reason}", markup=False,
                   highlight=False, soft_wrap=True)
+    if summary.verification:
+        console.print(summary.verification, markup=False, highlight=False, soft_wrap=True)
     _print_board(campaign.folder.id, campaign.ledger, campaign.ctx.task)
     console.print(f"details: archlab show {campaign.folder.id}")
     if summary.paused:  # 75 (EX_TEMPFAIL): try again later; 1: a setting must be fixed first
@@ -111,6 +125,9 @@ def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
     out.print(f"evaluated {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
               f"duplicates reused {counts.get('reused', 0)}; tokens {int(spend['tokens'])}, "
               f"USD {spend['usd']:.4f}, train {spend.get('train_s', 0):.1f} s, wall {spend['wall_s']:.1f} s")
+    from archlab.cli.findings import print_findings
+
+    print_findings(out, ledger, task)
 
 
 @app.command("ls")
@@ -179,6 +196,11 @@ def show(
         return
     data = campaign_json(folder.id, ledger, cfg, task)
     data["isolation"] = ledger.get_meta("isolation")
+    from archlab.analysis.findings import arms, verified_findings
+
+    verified, control = verified_findings(ledger, task), arms(ledger, task)
+    data["verified"] = verified.to_dict() if verified else None
+    data["control"] = control.__dict__ if control else None
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return

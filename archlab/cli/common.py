@@ -26,8 +26,11 @@ T = TypeVar("T")
 # flag -> its [section] in archlab.toml, and the flags whose key there has another name
 _SECTION = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm", "api_base": "llm",
             "budget": "budget", "hours": "budget", "gpu_hours": "budget", "tokens": "budget", "usd": "budget",
-            "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox"}
-_KEY = {"task": "name", "budget": "experiments", "sandbox": "backend"}
+            "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox", "control": "search",
+            "verify_top": "verify", "seeds": "verify", "verify_preset": "verify", "verify_data": "verify",
+            "verify_hours": "verify"}
+_KEY = {"task": "name", "budget": "experiments", "sandbox": "backend", "verify_top": "top",
+        "verify_preset": "preset", "verify_data": "data", "verify_hours": "hours"}
 
 
 def error(message: str) -> None:

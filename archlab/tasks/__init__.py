@@ -9,6 +9,8 @@ from archlab.tasks.base import Candidate, DesignSpace, TaskOptionError, TaskPack
 TASKS: dict[str, tuple[str, str]] = {
     "nb201": ("archlab.tasks.nb201", "NAS-Bench-201 cell as code; evaluation is a lookup in a table you supply"),
     "lm": ("archlab.tasks.lm", "causal token mixer inside a small byte-level language model (Shakespeare)"),
+    "noise": ("archlab.tasks.noise", "synthetic: the metric is seeded noise plus a planted effect; calibrates "
+              "verification"),
 }
 
 

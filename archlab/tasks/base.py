@@ -100,6 +100,20 @@ class TaskPack(ABC):
     @abstractmethod
     def space(self) -> DesignSpace: ...
 
+    def fidelity(self) -> dict[str, Any] | None:
+        """What, besides the code and the seed, decides a training's result (after prepare()): the
+        workspace result cache's key, so a training is never repeated. None: results are not cached."""
+        return None
+
+    def verify_preset(self) -> str | None:
+        """The preset a verification stage retrains at when [verify] preset is unset (None: this one)."""
+        return self.preset
+
+    def family(self, genome: dict[str, Any] | None) -> str | None:
+        """A design family (e.g. the lm update rule), so verification promotes several families, not
+        one family's k variants; None where the task has none."""
+        return None
+
     def design_text(self, genome: dict[str, Any]) -> str:
         """A genome in words for the coder's prompt."""
         import json

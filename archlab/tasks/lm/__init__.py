@@ -14,7 +14,7 @@ from archlab.behaviour import Tolerance
 from archlab.pyparse import parse as parse_python
 from archlab.sandbox.base import INPUT, OUTPUT, PYTHON, Job, Limits
 from archlab.tasks.base import Candidate, DesignSpace, TaskOptionError, TaskPack
-from archlab.tasks.lm.presets import TRAIN_WALL_S, resolve
+from archlab.tasks.lm.presets import CPU_PRESETS, TRAIN_WALL_S, VERIFY_PRESET, resolve
 from archlab.tasks.lm.space import LMSpace
 
 HERE = Path(__file__).parent
@@ -43,7 +43,8 @@ class LMTask(TaskPack):
     higher_is_better = False
     report_metric = "val_bpb"
     # steps and tokens are the budget, not a quality: not rankable
-    metric_directions = {"val_bpb": False, "train_loss": False, "unigram_bpb": False, "tokens_per_s": True,
+    metric_directions = {"val_bpb": False, "val_bpb_extra": False, "train_loss": False, "unigram_bpb": False,
+                         "tokens_per_s": True,
                          "params": False, "peak_mem_mb": False, "wall_s": False}
     required_symbol = "TokenMixer"
     interface = INTERFACE
@@ -62,10 +63,11 @@ class LMTask(TaskPack):
         super().__init__(options, preset)
         self.config = resolve(preset, self.options)   # raises TaskOptionError on a bad option
         self.preset = self.config["preset"]
-        self.uses_gpu = self.preset != "tiny"          # small and medium are GPU presets
+        self.uses_gpu = self.preset not in CPU_PRESETS  # small and medium are GPU presets
         self.default_limits = Limits(wall_time_s=TRAIN_WALL_S.get(self.preset, TRAIN_WALL_S["tiny"]))
         self.data: dict[str, Path] | None = None       # set by prepare()
         self.data_meta: dict[str, Any] | None = None
+        self.extra_meta: dict[str, Any] | None = None  # [verify] data: the second text's meta
         self._space: LMSpace | None = None
 
     # -- set-up ---------------------------------------------------------------------------
@@ -74,6 +76,10 @@ class LMTask(TaskPack):
         if data is not None and not Path(str(data)).expanduser().exists():
             raise TaskOptionError(f"lm data path {data} does not exist; set `data` to a text file or folder, "
                                   "or remove it to use the bundled Shakespeare")
+        extra = self.options.get("extra_eval")
+        if extra is not None and not Path(str(extra)).expanduser().exists():
+            raise TaskOptionError(f"lm: the second text {extra} does not exist; set [verify] data to a text file "
+                                  "or folder the search never saw")
 
     def prepare(self, campaign_dir: Path) -> None:
         """Clean and split the text once; later calls (and resumed campaigns) find it by hash."""
@@ -83,6 +89,26 @@ class LMTask(TaskPack):
         meta = prepare_data(Path(campaign_dir) / "data", self.options.get("data"), min_bytes=self.config["seq_len"] + 2)
         folder = Path(meta["folder"])
         self.data, self.data_meta = {"train.bin": folder / "train.bin", "val.bin": folder / "val.bin"}, meta
+        extra = self.options.get("extra_eval")
+        if extra is not None:  # scored on its validation split, beside val_bpb
+            self.extra_meta = prepare_data(Path(campaign_dir) / "data", extra, min_bytes=self.config["seq_len"] + 2)
+            self.data["extra.bin"] = Path(self.extra_meta["folder"]) / "val.bin"
+
+    def fidelity(self) -> dict[str, Any] | None:
+        if self.data_meta is None:
+            return None
+        import hashlib
+
+        code = b"".join((HERE / name).read_bytes() for name in ("harness.py", "probes.py"))
+        return {"task": self.name, "config": self.config, "data": self.data_meta["sha256"],
+                "harness": hashlib.sha256(code).hexdigest()[:16],
+                "extra_eval": self.extra_meta["sha256"] if self.extra_meta else None}
+
+    def verify_preset(self) -> str | None:
+        return VERIFY_PRESET.get(self.preset, self.preset)
+
+    def family(self, genome: dict[str, Any] | None) -> str | None:
+        return (genome or {}).get("rule")  # linear, decay, delta, gated delta: the state's update rule
 
     def seeds(self) -> list[Candidate]:
         out = []

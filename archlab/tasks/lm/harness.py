@@ -267,6 +267,8 @@ def train(cls: type, cfg: dict[str, Any], spec: dict[str, Any], input_dir: Path,
             last_log_t, last_log_step = time.perf_counter(), step
     sync()
     elapsed = time.perf_counter() - timed_from - excluded
+    if (input_dir / "extra.bin").exists():  # a second text the search never saw: how far the ranking generalises
+        metrics["val_bpb_extra"] = evaluate(runner, Tokens(input_dir / "extra.bin", device), cfg, amp)
     metrics.update(
         val_bpb=curves["val"][-1][1], train_loss=train_loss,
         tokens_per_s=(steps - skip) * B * T / max(elapsed, 1e-9),

@@ -148,6 +148,14 @@ class NB201Task(TaskPack):
         self.table_db = index_table(self.table, self.dataset, Path(campaign_dir))
         self.table_label = "json" if table_format(self.table) == "json" else self.dataset
 
+    def fidelity(self) -> dict[str, Any] | None:
+        if self.table_db is None:
+            return None
+        import hashlib
+
+        return {"task": self.name, "index": self.table_db.name,  # content-addressed: an edited table is another
+                "harness": hashlib.sha256(harness_source().encode()).hexdigest()[:16]}
+
     def design_text(self, genome: dict[str, Any]) -> str:
         e = list(genome.get("edges") or [])
         if len(e) != len(EDGES):
