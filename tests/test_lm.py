@@ -378,3 +378,21 @@ def test_diverging_training_is_reported_as_nan(tmp_path: Path) -> None:
     task.prepare(tmp_path / "camp")
     result = run_inline(task, blows_up, tmp_path / "run", mode="train")
     assert result["status"] == "nan" and result["reason"] == "training loss became nan at step 4", result
+
+
+def test_verification_scores_a_second_text_the_search_never_saw(tmp_path: Path) -> None:
+    other = tmp_path / "other.txt"  # not Shakespeare: a different distribution of bytes
+    other.write_text("".join(f"{i:05d} {i * 7919 % 10007:05d} = {(i * i) % 97:02d};\n" for i in range(4000)))
+    task = LMTask({**SMALL, "steps": 6, "evals": 1, "extra_eval": str(other)})
+    task.prepare(tmp_path / "camp")
+    result = run_inline(task, baseline("linear_attention"), tmp_path / "run", mode="train")
+    assert result["status"] == "ok", result
+    metrics = result["metrics"]
+    assert metrics["val_bpb_extra"] > 0 and metrics["val_bpb_extra"] != metrics["val_bpb"]
+    plain = LMTask({**SMALL, "steps": 6, "evals": 1})
+    plain.prepare(tmp_path / "camp")
+    assert plain.fidelity() != task.fidelity()  # a cached result without the second text is not reused for one
+    plain_run = run_inline(plain, baseline("linear_attention"), tmp_path / "plain", "train")
+    assert "val_bpb_extra" not in plain_run["metrics"]
+    with pytest.raises(TaskOptionError, match="second text"):
+        LMTask({"extra_eval": str(tmp_path / "missing.txt")}).validate()
