@@ -134,6 +134,8 @@ def novelty_applies(ctx: Any, state: dict[str, Any]) -> bool:
     code similarity of every other, so an embedding layer refused distinct cells."""
     if ctx.memory is None or ctx.strategy != "llm" or state.get("origin") != "campaign":
         return False
+    if state.get("arm") == "control":  # the random-control arm's samples are genomes of the task's space
+        return False
     return not (ctx.task.design_schema is not None and (state.get("proposal") or {}).get("genome"))
 
 
