@@ -228,3 +228,18 @@ def test_code_from_design_renders_the_researchers_genome_and_asks_no_coder(tmp_p
     assert campaign.folder.experiment(1).joinpath("candidate.py").read_text() == space.render({"edges": edges})
     steps = [(r["experiment"], r["step"]) for r in map(json.loads, campaign.folder.llm_log.read_text().splitlines())]
     assert (1, "code:0") not in steps and (2, "code:0") in steps
+
+
+def test_the_random_control_arm_asks_the_model_nothing(tmp_path: Path, nb201_table: Path):
+    """With the llm strategy and control = 0.5, every second experiment is a uniform sample of the
+    task's space, rendered by its template: no research or code call, no repair, no novelty judge."""
+    _, over = scripted_config(tmp_path, nb201_table, GOOD_RULES[:2] + GOOD_RULES[4:], search={"control": 0.5})
+    campaign = Campaign.create(load_config(None, env={}, overrides=over))
+    campaign.run()
+    first, second = campaign.ledger.get(1), campaign.ledger.get(2)
+    assert first.status == second.status == "done"
+    assert "arm" not in first.proposal and second.proposal["arm"] == "control"
+    assert second.proposal["motivation"].startswith("random search")
+    calls = [json.loads(line) for line in campaign.folder.llm_log.read_text().splitlines()]
+    assert {c["step"] for c in calls if c["experiment"] == 1} >= {"research:0", "code:0"}
+    assert not [c for c in calls if c["experiment"] == 2 and c["step"].startswith(("research", "code", "judge"))]
