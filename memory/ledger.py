@@ -190,6 +190,7 @@ class Ledger:
             out[status] = out.get(status, 0) + n
         out["reused"] = self.count_events("gate.duplicate")                 # exact: a recorded result reused
         out["near_duplicates"] = self.count_events("gate.near_duplicate")  # refused (embedding, judge)
+        out["cached"] = self.count_events("train.reused_from_cache")      # trained before in this workspace
         return out
 
     def _select(self, clause: str, args: tuple[Any, ...]) -> list[Experiment]:
@@ -220,6 +221,11 @@ class Ledger:
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM events {clause} ORDER BY seq", args).fetchall()
         return [{**dict(r), "data": json.loads(r["data"]) if r["data"] else None} for r in rows]
+
+    def last_event_seq(self) -> int:
+        """The newest event's number: a cheap way to tell whether anything happened since."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
     def count_events(self, kind: str) -> int:
         with self._lock:

@@ -171,6 +171,10 @@ def test_second_run_in_the_workspace_trains_no_baseline_again(tmp_path):
     assert base_runs and all(r["reused"] and r["reused"]["campaign"] == first.folder.id for r in base_runs)
     a = {(r["subject"], r["seed_index"]): r["metrics"] for r in first.ledger.verify_runs()}
     assert all(a[(r["subject"], r["seed_index"])] == r["metrics"] for r in base_runs)
+    # what a person reads says so: the counts and the findings name the cache
+    assert second.ledger.counts()["cached"] >= len(baselines) and first.ledger.counts()["cached"] == 0
+    found = verified_findings(second.ledger, second.ctx.task)
+    assert found is not None and found.reused >= len(base_runs)
     # off: every training runs
     third = run_campaign(ws, search={"reuse_results": False})
     assert not third.ledger.events(kind="train.reused_from_cache")

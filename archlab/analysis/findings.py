@@ -46,6 +46,7 @@ class Findings:
     rows: list[Finding] = field(default_factory=list)  # candidates (best first), then baselines
     claims: list[str] = field(default_factory=list)
     runs: int = 0
+    reused: int = 0           # runs taken from the workspace's result cache, not trained again
     wall_s: float = 0.0
     gpu_s: float = 0.0
 
@@ -99,7 +100,8 @@ def verified_findings(ledger: Ledger, task: Any, alpha: float | None = None) -> 
         f.verdict = f.verdict or NONE
     candidates.sort(key=lambda f: (f.mean is None, -(f.mean or 0) if higher else (f.mean or 0)))
     out = Findings(metric, higher, plan["preset"], alpha, bool(ledger.get_meta("verify_done")), best,
-                   candidates + [f for f in rows if f.role == "baseline"], runs=len(runs))
+                   candidates + [f for f in rows if f.role == "baseline"], runs=len(runs),
+                   reused=sum(bool(r.get("reused")) for r in runs))
     spend = ledger.spend()
     out.wall_s, out.gpu_s = float(spend.get("verify_wall_s", 0.0)), float(spend.get("verify_gpu_s", 0.0))
     out.claims = [claim(f, best, metric, plan["preset"]) for f in candidates if f.verdict == BETTER and best]

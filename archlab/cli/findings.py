@@ -48,7 +48,8 @@ def print_findings(out: Any, ledger: Any, task: Any) -> None:
         n = sum(r.role == "candidate" for r in f.rows)
         for line in f.claims or [f"no candidate is verified better than {base} at alpha = {f.alpha} (Holm over {n})"]:
             out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
-        out.print(f"verification: {f.runs} runs, wall {f.wall_s:.1f} s, GPU-hours {f.gpu_s / 3600:.3f}",
+        cached = f", {f.reused} of them from the workspace cache" if f.reused else ""
+        out.print(f"verification: {f.runs} runs{cached}, wall {f.wall_s:.1f} s, GPU-hours {f.gpu_s / 3600:.3f}",
                   markup=False, highlight=False)
     a = arms(ledger, task)
     if a is not None:

@@ -16,8 +16,9 @@ def describe(snap: dict[str, Any]) -> str:
         return line
     counts, spend, best = snap["counts"], snap["spend"], snap["best"]
     done = counts.get("campaign.done", 0) + counts.get("campaign.failed", 0)
-    line = (f"{done}/{snap['budget']} done ({counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused), "
-            f"{snap['in_flight']} in flight")
+    line = (f"{done}/{snap['budget']} done ({counts.get('failed', 0)} failed, {counts.get('reused', 0)} duplicates"
+            + (f", {counts['cached']} cached" if counts.get("cached") else "")
+            + f"), {snap['in_flight']} in flight")
     if best:
         line += f" | best #{best['id']} {best['score']:.4f}"
     line += f" | {int(spend['tokens'])} tok ${spend['usd']:.3f} | {spend['wall_s']:.0f} s"
