@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
@@ -150,18 +151,41 @@ class ChatAnalyst:
         return list(self.graph.get_state(self.config).values.get("messages", []))
 
     def ask(self, question: str) -> Answer:
+        answer = None
+        for event in self.ask_stream(question):
+            if event["type"] == "answer":
+                answer = event["answer"]
+        assert answer is not None
+        return answer
+
+    def ask_stream(self, question: str) -> Iterator[dict[str, Any]]:
+        """The turn as it happens: {"type": "tool_call", name, arguments} when the model asks for a
+        tool, {"type": "tool_result", name, result} when it has run, then {"type": "answer", answer}."""
         self.lab.refresh()
         if self.model is None:
-            return retrieval_answer(self.lab, question)
+            answer = retrieval_answer(self.lab, question)
+            for call in answer.tool_calls:
+                yield {"type": "tool_call", "name": call["name"], "arguments": call["arguments"]}
+                yield {"type": "tool_result", "name": call["name"], "result": call["result"]}
+            yield {"type": "answer", "answer": answer}
+            return
         self.model.client.reset()  # an outage during the last question need not outlast it
         turn = sum(1 for m in self.history() if m.get("role") == "user")
-        final = self.graph.invoke({"messages": [{"role": "user", "content": question}], "turn": turn, "rounds": 0,
-                                   "answer_now": False}, self.config)
-        messages = final["messages"]
-        start = max(i for i, m in enumerate(messages) if m.get("role") == "user")
-        results = {m["tool_call_id"]: m["content"] for m in messages[start:] if m.get("role") == "tool"}
+        start = {"messages": [{"role": "user", "content": question}], "turn": turn, "rounds": 0, "answer_now": False}
+        for update in self.graph.stream(start, self.config, stream_mode="updates"):
+            for node, change in (update or {}).items():
+                for m in (change or {}).get("messages", []):
+                    if node == "agent":
+                        for tc in m.get("tool_calls") or []:
+                            yield {"type": "tool_call", "name": tc["function"]["name"],
+                                   "arguments": _loads(tc["function"]["arguments"])}
+                    elif node == "tools":
+                        yield {"type": "tool_result", "name": m.get("name"), "result": _loads(m.get("content"))}
+        messages = self.history()
+        start_at = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+        results = {m["tool_call_id"]: m["content"] for m in messages[start_at:] if m.get("role") == "tool"}
         calls = []
-        for m in messages[start:]:
+        for m in messages[start_at:]:
             for tc in m.get("tool_calls") or []:
                 args = tc["function"]["arguments"]
                 calls.append({"name": tc["function"]["name"], "arguments": _loads(args),
@@ -171,11 +195,38 @@ class ChatAnalyst:
         text = last.get("content") or ""
         if last.get("tool_calls") or not text.strip():
             text = text or f"(no answer after {self.max_rounds} tool rounds)"
-        return Answer(text, "llm", calls)
+        yield {"type": "answer", "answer": Answer(text, "llm", calls)}
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+# -- opening one, as the CLI and the web page do ------------------------------------------------
+
+def open_analyst(cfg: Any, campaign: str | None, session: str = "default") -> tuple[Lab, ChatAnalyst]:
+    """The Lab over the campaign (or the whole workspace) and the analyst that talks about it."""
+    lab = Lab(cfg.workspace, campaign, memory=workspace_memory(cfg))
+    llm = cfg.llm.model_dump()
+    if not cfg.llm.model:  # a single campaign's own model, unless it was a script written for the campaign
+        own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
+        if own.get("model") and not str(own["model"]).startswith("scripted/"):
+            llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
+    analyst = ChatAnalyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
+                          settings=cfg.llm)
+    return lab, analyst
+
+
+def workspace_memory(cfg: Any) -> Any:
+    """The workspace's vector memory (opened on the first search), or None when disabled."""
+    mem = getattr(cfg, "memory", None)
+    if mem is None or not mem.enabled:
+        return None
+    try:
+        from archlab.memory.vector import VectorMemory
+    except ImportError:
+        return None
+    return VectorMemory.for_config(cfg, cfg.workspace)
 
 
 def _call_key(tc: dict[str, Any]) -> tuple[str, str]:
@@ -288,4 +339,5 @@ def _why(view: Any, best: Any, ranked: list[Any]) -> list[str]:
     return out
 
 
-__all__ = ["ChatAnalyst", "Answer", "RETRIEVAL_BANNER", "ToolModel", "build_chat_graph", "retrieval_answer"]
+__all__ = ["ChatAnalyst", "open_analyst", "workspace_memory", "Answer", "RETRIEVAL_BANNER", "ToolModel",
+           "build_chat_graph", "retrieval_answer"]

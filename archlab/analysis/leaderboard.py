@@ -10,7 +10,7 @@ def leaderboard(ledger: Ledger, task: Any, limit: int | None = None) -> list[dic
     """Evaluated experiments best first, by the task's ranking (the one every view uses)."""
     metric, report_metric = task.metric, task.report_metric
     rows = task.ranked(ledger.experiments(status=["done"]), tiebreak=lambda e: e.id)
-    verified = _verified_by_experiment(ledger, task)
+    verified = verified_by_experiment(ledger, task)
     out = []
     for rank, e in enumerate(rows[:limit] if limit else rows, 1):
         row = {"rank": rank, "id": e.id, "origin": e.origin, "name": e.name, "parent": e.parent,
@@ -22,7 +22,7 @@ def leaderboard(ledger: Ledger, task: Any, limit: int | None = None) -> list[dic
     return out
 
 
-def _verified_by_experiment(ledger: Ledger, task: Any) -> dict[int, str]:
+def verified_by_experiment(ledger: Ledger, task: Any) -> dict[int, str]:
     """Experiment id -> its verified mean ± 95 % interval (n), for the promoted and the baselines."""
     from archlab.analysis.findings import verified_findings
 

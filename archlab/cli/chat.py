@@ -27,8 +27,10 @@ def chat(
     config: Path | None = CONFIG,
 ) -> None:
     """Talk with the analyst about a campaign (or all of them): leaderboards, diffs, lineage, tests, plots."""
+    from archlab.analysis.chat import open_analyst
+
     cfg = load_settings(config, workspace=workspace, model=model or None)  # --model "": the configured one
-    lab, analyst = guard(lambda: _analyst(cfg, campaign, session))
+    lab, analyst = guard(lambda: open_analyst(cfg, campaign, session))
     if analyst.model is None:
         console.print("no model configured: answering in retrieval mode (set one with --model provider/name, "
                       "ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)", markup=False)
@@ -55,34 +57,6 @@ def chat(
         analyst.close()
         if lab.memory is not None:
             lab.memory.close()
-
-
-def _analyst(cfg: Any, campaign: str | None, session: str) -> tuple[Any, Any]:
-    """The Lab over the campaign (or the whole workspace) and the analyst that talks about it."""
-    from archlab.analysis.chat import ChatAnalyst
-    from archlab.analysis.chat_tools import Lab
-
-    lab = Lab(cfg.workspace, campaign, memory=_memory(cfg))
-    llm = cfg.llm.model_dump()
-    if not cfg.llm.model:  # a single campaign's own model, unless it was a script written for the campaign
-        own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
-        if own.get("model") and not str(own["model"]).startswith("scripted/"):
-            llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
-    analyst = ChatAnalyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
-                          settings=cfg.llm)
-    return lab, analyst
-
-
-def _memory(cfg: Any) -> Any:
-    """The workspace's vector memory (opened on the first search), or None when disabled."""
-    mem = getattr(cfg, "memory", None)
-    if mem is None or not mem.enabled:
-        return None
-    try:
-        from archlab.memory.vector import VectorMemory
-    except ImportError:
-        return None
-    return VectorMemory.for_config(cfg, cfg.workspace)
 
 
 def _answer(analyst: Any, question: str) -> str | None:

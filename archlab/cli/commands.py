@@ -123,7 +123,8 @@ def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
     out.print(render_leaderboard(board, task.metric, task.report_metric, f"{campaign_id}: leaderboard"))
     spend = ledger.spend()
     out.print(f"evaluated {counts.get('done', 0)}, failed {counts.get('failed', 0)}, "
-              f"duplicates reused {counts.get('reused', 0)}; tokens {int(spend['tokens'])}, "
+              f"duplicates reused {counts.get('reused', 0)}, from the workspace cache {counts.get('cached', 0)}; "
+              f"tokens {int(spend['tokens'])}, "
               f"USD {spend['usd']:.4f}, train {spend.get('train_s', 0):.1f} s, wall {spend['wall_s']:.1f} s")
     from archlab.cli.findings import print_findings
 
@@ -312,10 +313,12 @@ def doctor(config: Path | None = CONFIG) -> None:
 from archlab.cli import chat as chat_cli  # noqa: E402  (cheap: typer and rich only)
 from archlab.cli import memory as memory_cli  # noqa: E402  (cheap: typer and rich only)
 from archlab.cli import report as report_cli  # noqa: E402  (cheap: typer and rich only)
+from archlab.cli import serve as serve_cli  # noqa: E402
 from archlab.cli.sandbox import app as sandbox_app  # noqa: E402
 
 app.command()(chat_cli.chat)
 app.command()(report_cli.report)
+app.command()(serve_cli.serve)
 app.add_typer(sandbox_app, name="sandbox", help="the docker runner image: build it, check it")
 app.add_typer(memory_cli.app, name="memory")
 

@@ -1,0 +1,1 @@
+"""`archlab serve`: the lab's web page and JSON API (FastAPI, jinja2 templates, no CDN)."""
