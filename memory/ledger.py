@@ -227,6 +227,11 @@ class Ledger:
         with self._lock:
             return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
+    def data_version(self) -> int:
+        """SQLite's counter of commits by other connections: a reader's cheap "has anything changed"."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def count_events(self, kind: str) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()[0])

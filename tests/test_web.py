@@ -380,3 +380,23 @@ def test_a_running_campaigns_page_updates_without_a_reload(served, nb201_table):
     finally:
         run.terminate()
         run.wait(timeout=60)
+
+
+def test_a_campaign_paused_by_an_outage_says_so(tmp_path, nb201_table):
+    """A provider's outage (a scripted 429 on every call: the one thing that cannot be had for
+    real here) pauses the campaign; its pages say paused, why, and how to continue."""
+    from test_llm_campaign import scripted_config
+
+    from archlab.campaign import Campaign
+    from archlab.config import load_config
+
+    _, over = scripted_config(tmp_path, nb201_table, [{"step": "research:0", "status": 429, "error": "slow down"}],
+                              budget={"experiments": 3})
+    campaign = Campaign.create(load_config(None, env={}, overrides=over))
+    assert campaign.run().paused == "unreachable"
+    cid, ws = campaign.folder.id, campaign.folder.root.parent
+    client = _client(ws)
+    assert client.get("/api/campaigns").json()["campaigns"][0]["status"]["state"] == "paused"
+    page = client.get(f"/c/{cid}").text
+    assert "Paused:" in page and "model unreachable" in page and f"archlab resume {cid}" in page
+    assert ">paused<" in client.get("/").text

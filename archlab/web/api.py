@@ -2,6 +2,8 @@
 page at /api/docs lists it."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -22,7 +24,7 @@ def campaigns(request: Request) -> Response:
     out = []
     for cid in site.campaign_ids():
         try:
-            out.append(views.summary(site.reader(cid)))
+            out.append(site.data(views.summary, site.reader(cid)))
         except NotFound:
             continue
     return site.json({"campaigns": out})
@@ -32,8 +34,7 @@ def campaigns(request: Request) -> Response:
 def campaign(request: Request, cid: str) -> Response:
     site = _site(request)
     view = site.reader(cid)
-    page = views.campaign_page(view)
-    page.pop("tree"), page.pop("tree_html")
+    page = {k: v for k, v in site.data(views.campaign_page, view).items() if k not in ("tree", "tree_html")}
     return site.json({**page, "config": redact_config(view.config)})
 
 
@@ -41,15 +42,14 @@ def campaign(request: Request, cid: str) -> Response:
 def experiments(request: Request, cid: str) -> Response:
     site = _site(request)
     view = site.reader(cid)
-    return site.json({"campaign": cid, "metric": view.metric,
-                      "experiments": [views.brief(view, e) for e in view.rows]})
+    return site.json({"campaign": cid, "metric": view.metric, "experiments": site.data(views.experiments, view)})
 
 
 @router.get("/campaigns/{cid}/experiments/{eid}", summary="One experiment: proposal, code, diff, gate, events")
 def experiment(request: Request, cid: str, eid: str) -> Response:
     site = _site(request)
     view, e = site.experiment(cid, eid)
-    return site.json(views.experiment_page(view, e))
+    return site.json(site.data(views.experiment_page, view, e))
 
 
 @router.get("/campaigns/{cid}/experiments/{eid}/metrics", summary="An experiment's metrics and curves")
@@ -62,18 +62,23 @@ def metrics(request: Request, cid: str, eid: str) -> Response:
 @router.get("/campaigns/{cid}/lineage", summary="The lineage forest: each node with its children")
 def lineage(request: Request, cid: str) -> Response:
     site = _site(request)
-    return site.json({"campaign": cid, "roots": views.tree(site.reader(cid))})
+    return site.json({"campaign": cid, "roots": site.data(views.tree, site.reader(cid))})
 
 
 @router.get("/campaigns/{cid}/live", summary="What the live page shows now: counts, best, runs in flight")
 def live(request: Request, cid: str) -> Response:
     site = _site(request)
-    return site.json(views.live(site.reader(cid)))
+    return site.json(live_state(site, cid))
 
 
 @router.get("/campaigns/{cid}/findings", summary="The verification table and claims (null without one)")
 def findings(request: Request, cid: str) -> Response:
     site = _site(request)
-    return site.json(views.findings(site.reader(cid)))
+    return site.json(site.data(views.findings, site.reader(cid)))
 
 
+
+
+def live_state(site: Site, cid: str) -> dict[str, Any]:
+    view = site.reader(cid)
+    return views.live(view, site.data(views.live_ledger, view))

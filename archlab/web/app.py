@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from archlab.analysis.campaign_reader import CampaignReader
 from archlab.campaign_folder import CampaignFolder
+from archlab.memory.ledger import IN_FLIGHT
 from archlab.web import security
 from archlab.web.charts import Charts
 
@@ -26,6 +29,10 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-
             "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
             "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+
+
+MEMO_SIZE = 512
+T = TypeVar("T")
 
 
 class NotFound(Exception):
@@ -40,7 +47,10 @@ class Site:
     allowed_hosts: tuple[str, ...] | None  # Host headers accepted (loopback binds: DNS rebinding)
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     charts: Charts = field(default_factory=Charts)
+    cache: bool = True          # off: every request computes its page afresh (what a benchmark of rendering wants)
     _readers: dict[str, CampaignReader] = field(default_factory=dict)
+    _versions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    _memo: OrderedDict[tuple[Any, ...], Any] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -66,8 +76,41 @@ class Site:
             view = self._readers.get(campaign_id)
             if view is None:
                 view = self._readers[campaign_id] = CampaignReader.open(CampaignFolder(root))
-        view.refresh()
+        version = self.version(view)
+        if self._versions.get(campaign_id) != version:  # the campaign moved on (or this is the first look)
+            view.refresh()
+            self._versions[campaign_id] = version
         return view
+
+    @staticmethod
+    def version(view: CampaignReader) -> tuple[int, ...]:
+        """Changes whenever what a page shows may have: a commit to the ledger by another process
+        (SQLite's data_version), the model log growing, the config rewritten."""
+        stamp: tuple[int, ...] = (view.ledger.data_version(), _alive(view.folder.lock))
+        for path in (view.folder.llm_log, view.folder.config):
+            try:
+                st = path.stat()
+                stamp += (st.st_size, st.st_mtime_ns)
+            except OSError:
+                stamp += (-1, -1)
+        return stamp
+
+    def memo(self, name: str, view: CampaignReader, compute: Callable[[], T], *extra: Any) -> T:
+        """compute(), kept until the campaign's version moves: a page of a finished campaign is
+        computed once, a live one once per change, however many people (or scripts) look."""
+        if not self.cache:
+            return compute()
+        key = (name, view.id, extra, self._versions.get(view.id))
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            while len(self._memo) > MEMO_SIZE:
+                self._memo.popitem(last=False)
+        return value
 
     def experiment(self, campaign_id: str, exp_id: str) -> tuple[CampaignReader, Any]:
         view = self.reader(campaign_id)
@@ -78,6 +121,14 @@ class Site:
             raise NotFound(exp_id)
         return view, e
 
+    def data(self, compute: Callable[..., T], view: CampaignReader, *args: Any) -> T:
+        """compute(view, *args) from archlab/web/views.py, memoised by the campaign's version
+        (args are experiments: keyed by id). An experiment in flight is computed afresh: its
+        progress is in its job's log, which moves without the ledger."""
+        if any(getattr(a, "status", None) in IN_FLIGHT for a in args):
+            return compute(view, *args)
+        return self.memo(compute.__name__, view, lambda: compute(view, *args), *(getattr(a, "id", a) for a in args))
+
     def page(self, name: str, request: Request, **context: Any) -> Response:
         html = self.templates.get_template(name).render(csrf=self.csrf, path=request.url.path, **context)
         return Response(self.scrub(html), media_type="text/html; charset=utf-8")
@@ -87,15 +138,24 @@ class Site:
         return Response(self.scrub(text), status_code=status_code, media_type="application/json")
 
 
+def _alive(lock: Path) -> int:
+    """1 while the process named in the campaign's lock lives (the campaign runs), else 0."""
+    try:
+        pid = int(lock.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+    return int(pid > 0 and Path(f"/proc/{pid}").exists())
+
+
 def create_app(workspace: Path, cfg: Any, *, token_hash: str | None = None,
-               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+               allowed_hosts: tuple[str, ...] | None = None, cache: bool = True) -> FastAPI:
     from archlab.web.api import router as api_router
     from archlab.web.pages import router as pages_router
 
     app = FastAPI(title="archlab", description="The lab's campaigns, experiments, metrics and lineage, read-only. "
                   "Send the token as `Authorization: Bearer TOKEN` when the server asks for one.",
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    app.state.site = Site(Path(workspace), cfg, token_hash, allowed_hosts)
+    app.state.site = Site(Path(workspace), cfg, token_hash, allowed_hosts, cache=cache)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _mount_docs(app)
     app.include_router(pages_router)

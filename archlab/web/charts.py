@@ -38,7 +38,6 @@ class Charts:
         return svg
 
     def _draw(self, view: CampaignReader, kind: str, exp_id: int | None, path: Path) -> Path | None:
-        view.refresh()
         base = view.best(origin=("baseline",))
         base_score = view.value(base) if base else None
         if kind in ("best_experiments", "best_compute"):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from archlab.web import views
+from archlab.web.api import live_state
 from archlab.web.app import NotFound, Site
 from archlab.web.code import code_css, highlight
 
@@ -28,7 +29,7 @@ def campaigns(request: Request) -> Response:
     rows = []
     for cid in reversed(site.campaign_ids()):
         try:
-            rows.append(views.summary(site.reader(cid)))
+            rows.append(site.data(views.summary, site.reader(cid)))
         except NotFound:
             continue
     return site.page("campaigns.html", request, campaigns=rows, title="campaigns")
@@ -38,7 +39,7 @@ def campaigns(request: Request) -> Response:
 def campaign(request: Request, cid: str) -> Response:
     site = _site(request)
     view = site.reader(cid)
-    return site.page("campaign.html", request, c=views.campaign_page(view), title=cid)
+    return site.page("campaign.html", request, c=site.data(views.campaign_page, view), title=cid)
 
 
 @router.get("/c/{cid}/board")
@@ -46,7 +47,8 @@ def board(request: Request, cid: str) -> Response:
     """The leaderboard and counters alone: what the live page swaps in when the ledger moves."""
     site = _site(request)
     view = site.reader(cid)
-    return site.page("board.html", request, c={"summary": views.summary(view), "board": views.leaderboard(view),
+    return site.page("board.html", request, c={"summary": site.data(views.summary, view),
+                                              "board": site.data(views.leaderboard, view),
                                               "report_metric": view.task.report_metric})
 
 
@@ -54,8 +56,8 @@ def board(request: Request, cid: str) -> Response:
 def experiment(request: Request, cid: str, eid: str) -> Response:
     site = _site(request)
     view, e = site.experiment(cid, eid)
-    data = views.experiment_page(view, e)
-    return site.page("experiment.html", request, c=views.summary(view), x=data, title=f"{cid} #{e.id}",
+    data = site.data(views.experiment_page, view, e)
+    return site.page("experiment.html", request, c=site.data(views.summary, view), x=data, title=f"{cid} #{e.id}",
                      code_html=highlight(data["code"], "python"),
                      diff_html=highlight(data["diff"], "diff") if data["diff"] else None)
 
@@ -96,7 +98,7 @@ async def live(request: Request, cid: str) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
         last, quiet = None, 0.0
         while not await request.is_disconnected():
-            state = await asyncio.to_thread(lambda: views.live(site.reader(cid)))
+            state = await asyncio.to_thread(lambda: live_state(site, cid))
             key = json.dumps(state, sort_keys=True, default=str)
             if key != last or quiet >= 15:
                 last, quiet = key, 0.0
@@ -120,7 +122,7 @@ def replay(request: Request, cid: str) -> Response:
             steps.append({"head": line, "lines": []})
         else:
             steps[-1]["lines"].append(line.strip())
-    return site.page("replay.html", request, c=views.summary(view), steps=steps, title=f"{cid}: replay")
+    return site.page("replay.html", request, c=site.data(views.summary, view), steps=steps, title=f"{cid}: replay")
 
 
 @router.get("/memory")
@@ -154,8 +156,8 @@ def chat_page(request: Request, cid: str, session: str = "default") -> Response:
         analyst.close()
         if lab.memory is not None:
             lab.memory.close()
-    return site.page("chat.html", request, c=views.summary(view), history=history, mode=mode, session=session,
-                     budget=views.chat_budget(view), title=f"{cid}: chat")
+    return site.page("chat.html", request, c=site.data(views.summary, view), history=history, mode=mode,
+                     session=session, budget=views.chat_budget(view), title=f"{cid}: chat")
 
 
 @router.post("/c/{cid}/chat")

@@ -34,8 +34,8 @@ def status(view: CampaignReader) -> dict[str, Any]:
         return {"state": "stopped", "why": "no stop recorded (killed?): archlab resume continues it"}
     if last.get("paused"):
         pauses = view.ledger.events(kind="campaign.paused")
-        why = (pauses[-1]["data"] or {}).get("reason", "") if pauses else ""
-        return {"state": "paused", "why": f"{last['paused']}: {why}"[:300]}
+        data = (pauses[-1]["data"] or {}) if pauses else {}
+        return {"state": "paused", "why": f"{data.get('kind') or last['paused']}: {data.get('reason', '')}"[:300]}
     return {"state": "done", "why": str(last.get("reason") or "")}
 
 
@@ -63,6 +63,10 @@ def brief(view: CampaignReader, e: Experiment) -> dict[str, Any]:
             "arm": (e.proposal or {}).get("arm"), "value": view.value(e),
             "report": view.value(e, view.task.report_metric) if view.task.report_metric else None,
             "duplicate_of": e.duplicate_of, "train_s": e.train_s}
+
+
+def experiments(view: CampaignReader) -> list[dict[str, Any]]:
+    return [brief(view, e) for e in view.rows]
 
 
 def leaderboard(view: CampaignReader, limit: int = BOARD_ROWS) -> list[dict[str, Any]]:
@@ -242,19 +246,24 @@ def live_progress(view: CampaignReader, e: Experiment) -> dict[str, Any] | None:
     return {"step": logs[-1].parent.name}
 
 
-def live(view: CampaignReader) -> dict[str, Any]:
-    """What the page's live stream sends: counts, best, in flight with progress, the last event."""
-    view.refresh()
+def live_ledger(view: CampaignReader) -> dict[str, Any]:
+    """The ledger's part of the live state (memoised by the campaign's version)."""
     counts = view.ledger.counts()
     best = view.best()
-    flying = [e for e in view.rows if e.status in IN_FLIGHT]
-    last = view.ledger.last_event_seq()
-    return {"seq": last, "status": status(view), "done": counts.get("done", 0), "failed": counts.get("failed", 0),
-            "reused": counts.get("reused", 0), "finished": counts.get("campaign.done", 0) +
-            counts.get("campaign.failed", 0), "experiments": len(view.rows),
-            "best": brief(view, best) if best else None,
-            "in_flight": [{"id": e.id, "name": e.name, "progress": live_progress(view, e)} for e in flying[:8]],
-            "spend": view.ledger.spend()}
+    return {"seq": view.ledger.last_event_seq(), "status": status(view), "done": counts.get("done", 0),
+            "failed": counts.get("failed", 0), "reused": counts.get("reused", 0),
+            "finished": counts.get("campaign.done", 0) + counts.get("campaign.failed", 0),
+            "experiments": len(view.rows), "best": brief(view, best) if best else None,
+            "spend": view.ledger.spend(), "flying": [e.id for e in view.rows if e.status in IN_FLIGHT]}
+
+
+def live(view: CampaignReader, ledger_part: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the page's live stream sends: counts, best, the last event, and the runs in flight
+    with their progress (read from their logs, which move without the ledger)."""
+    state = dict(ledger_part if ledger_part is not None else live_ledger(view))
+    flying = [e for i in state.pop("flying")[:8] if (e := view.get(i)) is not None]
+    state["in_flight"] = [{"id": e.id, "name": e.name, "progress": live_progress(view, e)} for e in flying]
+    return state
 
 
 def chat_budget(view: CampaignReader) -> str | None:
