@@ -1,5 +1,5 @@
-"""Offline researchers: random search and regularised evolution over the task's
-design space. They stand in for the LLM when no model is configured and are
+"""Offline researchers: random search, regularised evolution and the surrogate strategy
+(agents/surrogate.py) over the task's design space. They stand in for the LLM when no model is configured and are
 the baselines an LLM campaign must beat."""
 from __future__ import annotations
 
@@ -34,7 +34,15 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int,
     space = ctx.task.space
     search = ctx.config.search
     population = _population(ctx, experiment, attempt) if strategy == "evolution" else []
-    if strategy == "evolution" and len(population) >= search.population:
+    predicted = None
+    if strategy == "surrogate":
+        from archlab.agents import surrogate
+
+        pick = surrogate.propose(ctx, experiment, attempt, rng)
+        genome, motivation, parent, predicted, view = (pick.genome, pick.motivation, pick.parent, pick.predicted,
+                                                       pick.view)
+        best = SimpleNamespace(genome=pick.parent_genome)
+    elif strategy == "evolution" and len(population) >= search.population:
         contenders = rng.sample(population, search.tournament)
         best = ctx.task.ranked(contenders)[0]  # equal scores: the first drawn, as max() would
         genome = space.mutate(best.genome, rng)
@@ -53,4 +61,6 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int,
         motivation += f"; redrew {len(avoided)} candidate(s) too close to failures ({', '.join(avoided)})"
     proposal = {"name": space.describe(genome), "motivation": motivation,
                 "design": space.describe(genome), "genome": genome, "parent_id": parent}
+    if predicted is not None and not avoided:  # what the surrogate expected, to be held against the result
+        proposal["predicted"] = predicted
     return proposal, view

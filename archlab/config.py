@@ -107,7 +107,7 @@ class SandboxConfig(_Section):
 
 
 class SearchConfig(_Section):
-    strategy: Literal["auto", "llm", "random", "evolution"] = "auto"
+    strategy: Literal["auto", "llm", "random", "evolution", "surrogate"] = "auto"
     seed: int = 0
     parallel: int = Field(1, ge=1, le=256)
     population: int = Field(10, ge=2)
@@ -121,6 +121,9 @@ class SearchConfig(_Section):
     # A training already done in this workspace under the same code, task fidelity and seed is not
     # done again (<workspace>/results.sqlite); false: every training runs (e.g. to time a new machine).
     reuse_results: bool = True
+    # The surrogate strategy's pick among the drawn candidates: the highest predicted score (greedy,
+    # measured best on NB201), expected improvement, or an upper confidence bound (mean + 1 sd).
+    acquisition: Literal["greedy", "ei", "ucb"] = "greedy"
 
     @field_validator("tournament")
     @classmethod

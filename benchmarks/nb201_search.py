@@ -1,11 +1,13 @@
-"""Random search and regularised evolution THROUGH the real campaign loop
-(graph, checkpointer, ledger, gate, process sandbox) on a NAS-Bench-201 table.
+"""Random search, regularised evolution and the surrogate strategy THROUGH the real
+campaign loop (graph, checkpointer, ledger, gate, process sandbox) on a NAS-Bench-201 table.
 
-    python benchmarks/nb201_search.py --table ../shared/data/nb201/nb201_genius_combined.csv.gz --seeds 50
+    python benchmarks/nb201_search.py --seeds 50 --budget 300 --datasets cifar10,cifar100,imagenet16 \
+        --strategies random,evolution,surrogate
 
-Prints mean ± std over seeds of the test accuracy of the best-by-validation
-candidate after 10 and 100 evaluated experiments, and the loop's overhead per
-experiment. Protocol as in the literature: the search sees validation only.
+Prints, per dataset, mean ± std over seeds of the test accuracy of the best-by-validation
+candidate after each of --at evaluated experiments (10, 30, 100, 300 up to the budget), and
+the loop's overhead per experiment. Every strategy runs under the same campaign seeds.
+Protocol as in the literature: the search sees validation only.
 """
 from __future__ import annotations
 
@@ -20,15 +22,16 @@ from pathlib import Path
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_genius_combined.csv.gz"
 
 
-def one_campaign(args: tuple[str, int, str, str, int]) -> dict:
-    strategy, seed, table, dataset, budget = args
+def one_campaign(args: tuple[str, int, str, str, int, tuple[int, ...]]) -> dict:
+    strategy, seed, table, dataset, budget, at = args
     from archlab.campaign import Campaign
     from archlab.config import load_config
 
     with tempfile.TemporaryDirectory(prefix="nb201-bench-") as tmp:
         cfg = load_config(None, env={}, overrides={
             "workspace": tmp, "task": {"name": "nb201", "table": table, "dataset": dataset},
-            "budget": {"experiments": budget}, "search": {"strategy": strategy, "seed": seed, "baselines": False}})
+            "budget": {"experiments": budget}, "memory": {"enabled": False},
+            "search": {"strategy": strategy, "seed": seed, "baselines": False}})
         start = time.perf_counter()
         campaign = Campaign.create(cfg)
         campaign.run()
@@ -41,37 +44,40 @@ def one_campaign(args: tuple[str, int, str, str, int]) -> dict:
         best = max(rows[:n], key=lambda e: e.metrics["val_acc"])
         return float(best.metrics["test_acc"])
 
-    return {"strategy": strategy, "seed": seed, "at10": pick(10), "at100": pick(min(budget, len(rows))),
+    return {"strategy": strategy, "dataset": dataset, "seed": seed, "at": {n: pick(min(n, len(rows))) for n in at},
             "evaluated": len(rows), "reused": reused, "wall_s": wall}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
-    ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--datasets", default="cifar10", help="comma-separated: cifar10,cifar100,imagenet16")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--budget", type=int, default=100)
+    ap.add_argument("--at", default="10,30,100,300", help="query counts to report (those within the budget)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--strategies", default="random,evolution")
+    ap.add_argument("--strategies", default="random,evolution,surrogate")
     args = ap.parse_args()
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (CSV with arch and <dataset>_val/_test columns)")
-    jobs = [(s, seed, str(args.table), args.dataset, args.budget)
-            for s in args.strategies.split(",") for seed in range(args.seeds)]
+    at = tuple(n for n in map(int, args.at.split(",")) if n <= args.budget)
+    strategies, datasets = args.strategies.split(","), args.datasets.split(",")
+    jobs = [(s, seed, str(args.table), d, args.budget, at) for d in datasets for s in strategies
+            for seed in range(args.seeds)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(one_campaign, jobs))
     total = time.perf_counter() - t0
-    print(f"NB201 {args.dataset}, {args.seeds} seeds, budget {args.budget}, table {args.table.name}")
-    print(f"{'strategy':<10} {'@10 queries':>16} {'@' + str(args.budget) + ' queries':>16} "
-          f"{'reused/run':>11} {'s/experiment':>13}")
-    for strategy in args.strategies.split(","):
-        rs = [r for r in results if r["strategy"] == strategy]
-        a10, a100 = [r["at10"] for r in rs], [r["at100"] for r in rs]
-        per_exp = statistics.mean(r["wall_s"] / max(1, r["evaluated"]) for r in rs)
-        print(f"{strategy:<10} {statistics.mean(a10):>8.2f} ± {statistics.stdev(a10):<5.2f} "
-              f"{statistics.mean(a100):>8.2f} ± {statistics.stdev(a100):<5.2f} "
-              f"{statistics.mean(r['reused'] for r in rs):>11.1f} {per_exp:>13.3f}")
+    print(f"NB201, {args.seeds} seeds, budget {args.budget}, table {args.table.name}; test accuracy of the "
+          f"best-by-validation candidate, mean ± std over seeds")
+    for d in datasets:
+        print(f"{d:<11}" + "".join(f"{'@' + str(n):>16}" for n in at) + f" {'reused/run':>11} {'s/experiment':>13}")
+        for strategy in strategies:
+            rs = [r for r in results if r["strategy"] == strategy and r["dataset"] == d]
+            cells = "".join(f"{statistics.mean(v):>9.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:<4.2f}"
+                            for n in at if (v := [r["at"][n] for r in rs]))
+            per_exp = statistics.mean(r["wall_s"] / max(1, r["evaluated"]) for r in rs)
+            print(f"  {strategy:<9}{cells} {statistics.mean(r['reused'] for r in rs):>11.1f} {per_exp:>13.3f}")
     print(f"total {total:.0f} s on {args.workers} workers")
 
 

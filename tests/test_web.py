@@ -124,6 +124,7 @@ def test_no_page_or_response_shows_a_secret_or_a_host_path(lm_workspace, monkeyp
     assert seen > 30
     page = client.get(f"/c/{cid}/e/{_first_campaign_id(ws, cid)}").text
     assert "[redacted]" in page  # the planted key was there, and was removed
+    assert "research attempt 1" in page and "api_key=[redacted]" in page  # its LLM call, prompt folded in
 
 
 def _first_campaign_id(ws: Path, cid: str) -> int:
@@ -400,3 +401,13 @@ def test_a_campaign_paused_by_an_outage_says_so(tmp_path, nb201_table):
     page = client.get(f"/c/{cid}").text
     assert "Paused:" in page and "model unreachable" in page and f"archlab resume {cid}" in page
     assert ">paused<" in client.get("/").text
+
+
+def test_memory_search_finds_an_experiment_by_what_it_says(lm_workspace):
+    ws, cid = lm_workspace
+    from archlab.memory.ledger import Ledger
+
+    e = next(x for x in Ledger(ws / cid / "ledger.sqlite").experiments(origin=["campaign"]) if x.name)
+    word = max(re.findall(r"[a-z_]{4,}", e.name.lower()), key=len)
+    page = _client(ws).get(f"/memory?q={word}&campaign={cid}").text
+    assert f'href="/c/{cid}/e/{e.id}"' in page and "ledger text search" in page

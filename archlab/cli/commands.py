@@ -35,7 +35,7 @@ def run(
     tokens: int | None = typer.Option(None, help="LLM token budget"),
     usd: float | None = typer.Option(None, help="LLM spend budget in USD"),
     parallel: int | None = typer.Option(None, help="experiments in flight at once"),
-    strategy: str | None = typer.Option(None, help="auto | llm | random | evolution"),
+    strategy: str | None = typer.Option(None, help="auto | llm | random | evolution | surrogate"),
     model: str | None = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
     api_base: str | None = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
     seed: int | None = typer.Option(None, help="campaign seed"),
