@@ -329,10 +329,9 @@ class Campaign:
 
     def _take_lock(self) -> None:
         lock = self.folder.lock
-        if lock.exists():
-            pid = int(lock.read_text() or 0)
-            if pid and pid != os.getpid() and Path(f"/proc/{pid}").exists():
-                raise ArchlabError(f"campaign {self.folder.id} is already running (pid {pid}); stop it first")
+        pid = self.folder.running_pid()
+        if pid is not None and pid != os.getpid():
+            raise ArchlabError(f"campaign {self.folder.id} is already running (pid {pid}); stop it first")
         lock.write_text(str(os.getpid()))
 
     # -- reading ------------------------------------------------------------------

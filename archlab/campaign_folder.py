@@ -38,6 +38,14 @@ class CampaignFolder:
     def lock(self) -> Path:
         return self.root / "campaign.pid"
 
+    def running_pid(self) -> int | None:
+        """The pid named in the campaign's lock while that process lives (the campaign runs), else None."""
+        try:
+            pid = int(self.lock.read_text() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid > 0 and Path(f"/proc/{pid}").exists() else None
+
     def experiment(self, exp_id: int) -> Path:
         path = self.root / "experiments" / str(exp_id)
         path.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ class Site:
     def version(view: CampaignReader) -> tuple[int, ...]:
         """Changes whenever what a page shows may have: a commit to the ledger by another process
         (SQLite's data_version), the model log growing, the config rewritten."""
-        stamp: tuple[int, ...] = (view.ledger.data_version(), _alive(view.folder.lock))
+        stamp: tuple[int, ...] = (view.ledger.data_version(), int(view.folder.running_pid() is not None))
         for path in (view.folder.llm_log, view.folder.config):
             try:
                 st = path.stat()
@@ -136,15 +136,6 @@ class Site:
     def json(self, data: Any, status_code: int = 200) -> Response:
         text = json.dumps(data, default=str, ensure_ascii=False)
         return Response(self.scrub(text), status_code=status_code, media_type="application/json")
-
-
-def _alive(lock: Path) -> int:
-    """1 while the process named in the campaign's lock lives (the campaign runs), else 0."""
-    try:
-        pid = int(lock.read_text() or 0)
-    except (OSError, ValueError):
-        return 0
-    return int(pid > 0 and Path(f"/proc/{pid}").exists())
 
 
 def create_app(workspace: Path, cfg: Any, *, token_hash: str | None = None,

@@ -7,7 +7,6 @@ import difflib
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -21,12 +20,7 @@ BOARD_ROWS = 50
 def status(view: CampaignReader) -> dict[str, Any]:
     """running (a live process holds the lock), paused (a model was unreachable or refused),
     done (its last stop was not a pause) or stopped (killed: resume it)."""
-    pid = 0
-    try:
-        pid = int(view.folder.lock.read_text() or 0)
-    except (OSError, ValueError):
-        pass
-    if pid and Path(f"/proc/{pid}").exists():
+    if view.folder.running_pid() is not None:
         return {"state": "running", "why": ""}
     stops = view.ledger.events(kind="campaign.stop")
     last = stops[-1]["data"] if stops else None
@@ -39,9 +33,8 @@ def status(view: CampaignReader) -> dict[str, Any]:
     return {"state": "done", "why": str(last.get("reason") or "")}
 
 
-def budget_left(view: CampaignReader) -> dict[str, Any]:
+def budget_left(view: CampaignReader, counts: dict[str, int], spend: dict[str, float]) -> dict[str, Any]:
     budget = view.config.get("budget") or {}
-    counts, spend = view.ledger.counts(), view.ledger.spend()
     used = {"experiments": counts.get("campaign.done", 0) + counts.get("campaign.failed", 0),
             "tokens": spend.get("tokens", 0), "usd": spend.get("usd", 0.0),
             "hours": spend.get("wall_s", 0.0) / 3600, "gpu_hours": spend.get("gpu_s", 0.0) / 3600}
@@ -51,11 +44,11 @@ def budget_left(view: CampaignReader) -> dict[str, Any]:
 
 def summary(view: CampaignReader) -> dict[str, Any]:
     best = view.best()
-    counts = view.ledger.counts()
+    counts, spend = view.ledger.counts(), view.ledger.spend()
     return {"id": view.id, "task": view.task.name, "metric": view.metric, "higher_is_better": view.higher,
-            "status": status(view), "counts": counts, "spend": view.ledger.spend(),
+            "status": status(view), "counts": counts, "spend": spend,
             "in_flight": counts.get("pending", 0) + counts.get("running", 0),
-            "best": brief(view, best) if best else None, "budget": budget_left(view)}
+            "best": brief(view, best) if best else None, "budget": budget_left(view, counts, spend)}
 
 
 def brief(view: CampaignReader, e: Experiment) -> dict[str, Any]:
