@@ -54,16 +54,18 @@ def analyse(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     context = {"task": ctx.task, "proposal": proposal, "metrics": state.get("metrics"), "comparisons": facts,
                "check": state.get("check") or {}, **shown}
 
+    llm = ctx.model_for(state["experiment"])  # an ensemble's pick for this experiment
+
     def fit(budget: int) -> list[dict[str, Any]]:
         from archlab.llm.window import fit_sections
 
         messages, _ = fit_sections(lambda c: [{"role": "user", "content": render("analyst.j2", **c)}], context,
-                                   ("neighbours", "siblings"), budget, ctx.llm.model)
+                                   ("neighbours", "siblings"), budget, llm.model)
         return messages
 
     ctx.guard_llm_budget()
     try:
-        text = ctx.llm.text(None, step="analyse:0", experiment=state["experiment"], fit=fit)
+        text = llm.text(None, step="analyse:0", experiment=state["experiment"], fit=fit)
     except LLMError as exc:
         text = f"{offline}\n(analyst model failed: {exc})"
     return {"analysis": text.strip() or offline, "outcome": "done"}

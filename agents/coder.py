@@ -61,7 +61,7 @@ def code(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
 
     from archlab.llm.window import fit_sections
 
-    llm = ctx.llm
+    llm = ctx.model_for(exp)  # an ensemble's pick for this experiment
     parent_code = _parent_code(ctx, proposal.get("parent_id"))
     best = ctx.best(exclude=exp) if parent_code is None else None
     reference = _parent_code(ctx, best.id) if best is not None else None  # a working candidate to learn the form

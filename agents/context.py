@@ -1,5 +1,6 @@
 """What every node of the graph works with: config, campaign folder, ledger,
-task pack, sandbox backend and (when a model is set) the LLM client."""
+task pack, sandbox backend and (when a model is set) the LLM client, or, for an
+ensemble, the client each experiment was given (`model_for`)."""
 from __future__ import annotations
 
 import hashlib
@@ -42,6 +43,17 @@ class LabContext:
 
     gpu_slots: Any = None  # sandbox.gpus.GpuSlots of this machine's GPUs
     results: Any = None    # the workspace's memory.results.ResultCache; None: every training runs
+    ensemble: Any = None   # llm.ensemble.Ensemble where [llm] models names several; `llm` is then the default
+
+    def model_for(self, experiment: int) -> LLMClient:
+        """The client for one experiment's calls: the ensemble's pick for it (remembered, so
+        resume and replay keep it), else the campaign's one model."""
+        if self.ensemble is not None:
+            client = self.ensemble.client_for(self, experiment)
+            if client is not None:
+                return client
+        assert self.llm is not None, "model_for needs the llm strategy"
+        return self.llm
 
     def result_key(self, task: Any, code: str, seed: int) -> str | None:
         """The result cache's key of training `code` under `seed` at `task`'s fidelity, or None

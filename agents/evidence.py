@@ -134,6 +134,18 @@ def from_ledger(ctx: Any, experiment: int) -> dict[str, Any]:
                       "failures": [ledger_row(e, campaign) for e in failed]})
 
 
+PREDICTIONS = 8  # past ideas shown with what the surrogate predicted and what they scored
+
+
+def predictions(ctx: Any, experiment: int) -> list[dict[str, Any]]:
+    """This campaign's latest finished experiments that carry a prediction: predicted against got."""
+    rows = [e for e in ctx.ledger.experiments(status=["done", "failed"])
+            if e.id < experiment and (e.proposal or {}).get("predicted")][-PREDICTIONS:]
+    return [{"ref": f"#{e.id}", "name": e.name or "", "status": e.status, "score": e.score,
+             "mean": e.proposal["predicted"].get("mean"), "std": e.proposal["predicted"].get("std"),
+             "reason": " ".join((e.failure_reason or "").split())[:160] or None} for e in rows]
+
+
 def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:
     """A broken memory (a server down, an embedding model that fails) must not stop
     the lab: the failure is logged as a ledger event and the agent gets `fallback()`."""
@@ -150,14 +162,15 @@ def guarded(ctx: Any, what: str, compute: Any, fallback: Any) -> Any:
         return fallback()
 
 
-def for_researcher(ctx: Any, experiment: int, idea: str | None = None) -> dict[str, Any]:
+def for_researcher(ctx: Any, experiment: int, idea: str | None = None, parent: int | None = None) -> dict[str, Any]:
     """The researcher's evidence: elites (diverse), the nearest past experiments to
     the parent and to the idea, recent failures, top insights, relevant notes and
     three code exemplars, across the workspace's memory; the ledger alone without one.
-    `idea` is the proposal being reconsidered, if any."""
+    `idea` is the proposal being reconsidered, if any; `parent` the experiment [search]
+    parents chose to build on (None: the campaign's best)."""
     if isinstance(idea, str) and not idea.strip():
         idea = None
-    view = guarded(ctx, "research view", lambda: _for_researcher(ctx, experiment, idea),
+    view = guarded(ctx, "research view", lambda: _for_researcher(ctx, experiment, idea, parent),
                    lambda: from_ledger(ctx, experiment))
     return with_behaviour_close(ctx, view)
 
@@ -178,7 +191,7 @@ def with_behaviour_close(ctx: Any, view: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _for_researcher(ctx: Any, experiment: int, idea: str | None) -> dict[str, Any]:
+def _for_researcher(ctx: Any, experiment: int, idea: str | None, chosen: int | None = None) -> dict[str, Any]:
     # long: the sections share `shown` (each memory is shown once) and run in this order: one view read top to bottom
     mem = ready(ctx)
     if mem is None:
@@ -210,9 +223,9 @@ def _for_researcher(ctx: Any, experiment: int, idea: str | None) -> dict[str, An
     elites = sorted(mmr(pool_items, SHOW["elites"], rel), key=lambda it: rank[it.id])  # diverse, shown best first
     out: dict[str, list[dict[str, Any]]] = {"elites": take(elites)}
 
-    # the likely parent: this campaign's best, else the best elite
+    # the likely parent: the one [search] parents chose, else this campaign's best, else the best elite
     best = ctx.best(exclude=experiment)
-    mine = f"{campaign}:{best.id}" if best else None
+    mine = f"{campaign}:{chosen}" if chosen is not None else f"{campaign}:{best.id}" if best else None
     parent = pool.get(mine) if mine in pool else \
         next(iter(mem.get("experiments", ids=[mine], vectors=True, task=task)), None) if mine else None
     parent = parent or (pool_items[0] if pool_items else None)

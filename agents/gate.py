@@ -193,12 +193,13 @@ def judge(ctx: Any, state: dict[str, Any], near: dict[str, Any]) -> JudgeVerdict
     def render_judge(c: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"role": "user", "content": render("judge.j2", **c)}]
 
+    llm = ctx.model_for(state["experiment"])  # an ensemble's pick for this experiment
     ctx.guard_llm_budget()
     try:
-        return ctx.llm.structured(None, JudgeVerdict, step=f"judge:{state.get('code_calls', 0)}",
-                                  experiment=state["experiment"],
-                                  fit=lambda budget: fit_sections(render_judge, context, (), budget, ctx.llm.model,
-                                                                  code_keys=("code",))[0])
+        return llm.structured(None, JudgeVerdict, step=f"judge:{state.get('code_calls', 0)}",
+                              experiment=state["experiment"],
+                              fit=lambda budget: fit_sections(render_judge, context, (), budget, llm.model,
+                                                              code_keys=("code",))[0])
     except LLMError as exc:
         ctx.ledger.event(state["experiment"], "gate.judge_failed", {"error": str(exc)[:500]})
         return None

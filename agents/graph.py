@@ -4,6 +4,7 @@
                ▲           ▲       │        │        │
                └─duplicate─┼───────┘        │        │        (fingerprint duplicate from check, too)
                            └──code error────┴────────┘        (repair, bounded)
+    research ─▶ research: every idea of the answer repeats a past experiment ([search] proposals_per_step)
     any step that gives up (attempts exhausted, no budget of proposals) ─▶ record (failed)
 
 Given code (baselines, `archlab eval`) enters at the gate. A duplicate of
@@ -33,7 +34,9 @@ def after_start(state: ExperimentState) -> str:
 
 
 def after_research(state: ExperimentState) -> str:
-    return "record" if _finished(state) else "code"
+    if _finished(state):
+        return "record"
+    return "research" if state.get("rethink") else "code"  # every idea refused before any code
 
 
 def after_code(state: ExperimentState) -> str:
@@ -86,7 +89,7 @@ def build_graph(ctx: LabContext) -> StateGraph:
     g.add_node("record", _node(analyst.record, ctx))
 
     g.add_conditional_edges(START, after_start, ["research", "gate"])
-    g.add_conditional_edges("research", after_research, ["code", "record"])
+    g.add_conditional_edges("research", after_research, ["code", "research", "record"])
     g.add_conditional_edges("code", after_code, ["gate", "record"])
     g.add_conditional_edges("gate", after_gate, ["check", "research", "code", "record"])
     g.add_conditional_edges("check", after_check, ["train", "research", "code", "record"])

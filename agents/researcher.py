@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from archlab.agents import evidence
+from archlab.agents import evidence, parents
 from archlab.agents.context import LabContext
-from archlab.agents.state import ExperimentState, proposal_schema
+from archlab.agents.ideas import rank as rank_ideas
+from archlab.agents.state import ExperimentState, ideas_schema, proposal_schema
 from archlab.agents.strategies import propose_offline
 from archlab.errors import LLMError
 from archlab.llm.schemas import for_prompt
@@ -29,32 +30,59 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
         return {"proposal": {**proposal, "arm": "control"}, "view": view, "proposals": attempt + 1, "error": None}
     if ctx.strategy != "llm":
         proposal, view = propose_offline(ctx, exp, attempt)
-        return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}
+        return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": False}
 
     idea = proposal_text(state.get("proposal")) if attempt else None  # the refused proposal, reconsidered
-    view = ctx.remember(exp, "research", attempt, lambda: evidence.for_researcher(ctx, exp, idea))
+    search = ctx.config.search
+    selector = parents.pool(ctx, exp, attempt) if search.parents != "tournament" else None
+    chosen = selector.draw(ctx.task, ctx.rng(exp, "parent", attempt)) if selector is not None else None
+    view = ctx.remember(exp, "research", attempt, lambda: evidence.for_researcher(
+        ctx, exp, idea, chosen["id"] if chosen else None))
     rows = {e.id: e for e in ctx.ledger.experiments()}
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | evidence.sections(view)
-    schema = proposal_schema(ctx.task)
+    k = search.proposals_per_step
+    schema = proposal_schema(ctx.task) if k == 1 else ideas_schema(ctx.task, k)
     context = {"task": ctx.task, "metric": ctx.task.metric, "direction": "higher" if ctx.task.higher_is_better
-               else "lower", **shown, "rejections": rejections, "schema": for_prompt(schema)}
+               else "lower", **shown, "rejections": rejections, "schema": for_prompt(schema), "ideas": k,
+               "parent_note": parents.describe(selector, chosen, ctx.task.metric) if chosen else None,
+               "predictions": ctx.remember(exp, "predictions", attempt, lambda: evidence.predictions(ctx, exp))
+               if k > 1 else []}
+
+    llm = ctx.model_for(exp)  # an ensemble's pick for this experiment (the one model otherwise)
 
     def fit(budget: int) -> list[dict[str, Any]]:
         from archlab.llm.window import fit_sections
 
         messages, _ = fit_sections(lambda c: [{"role": "user", "content": render("researcher.j2", **c)}], context,
-                                   TRIM_ORDER, budget, ctx.llm.model)
+                                   TRIM_ORDER, budget, llm.model)
         return messages
 
     view = evidence.ids(view)
     ctx.guard_llm_budget()
     try:
-        answer = ctx.llm.structured(None, schema, step=f"research:{attempt}", experiment=exp, fit=fit)
+        answer = llm.structured(None, schema, step=f"research:{attempt}", experiment=exp, fit=fit)
     except LLMError as exc:
         return {"outcome": "failed", "reason": f"researcher: {exc}", "proposals": attempt + 1, "view": view}
     proposal = answer.model_dump()
+    if k > 1:  # the gate and the surrogate rank the ideas; only the most promising goes on
+        ideas = proposal["ideas"]
+        ranking = rank_ideas(ctx, exp, attempt, ideas)
+        proposal = ideas[ranking["chosen"]]
+        pick = ranking["ideas"][ranking["chosen"]]
+        if pick["refused"]:  # every idea would be refused: back to the researcher before any code
+            refusal = {"layer": "ideas", "neighbour": pick["neighbour"], "campaign": pick["campaign"],
+                       "reason": ("the idea repeats a past experiment" if len(ideas) == 1 else
+                                  f"all {len(ideas)} ideas repeat past experiments") +
+                                 f"; the most promising, {pick['name']!r}, is {pick['refused']}"}
+            ctx.ledger.event(exp, "gate.ideas_refused", {**refusal, "ideas": ranking["ideas"]},
+                             key=f"{exp}:ideas:{attempt}")
+            return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": True,
+                    "rejections": [*rejections, refusal]}
+        if pick["mean"] is not None:
+            proposal["predicted"] = {"mean": pick["mean"], "std": pick["std"]}
+        proposal["alternatives"] = [r for i, r in enumerate(ranking["ideas"]) if i != ranking["chosen"]]
     parent = proposal.get("parent_id")
     if not (parent in rows and parent < exp):  # made up, or not yet allocated when this one was: dropped
         proposal["parent_id"] = None
-    return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None}
+    return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": False}

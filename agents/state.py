@@ -50,6 +50,15 @@ def proposal_schema(task: Any) -> type[Proposal]:
     return TaskProposal
 
 
+def ideas_schema(task: Any, k: int) -> type[BaseModel]:
+    """Several proposals in one answer ([search] proposals_per_step): up to k, at least one."""
+    from pydantic import create_model
+
+    item = proposal_schema(task)
+    return create_model("Ideas", __doc__="What the researcher answers: several ideas, the most promising first.",
+                        ideas=(list[item], Field(min_length=1, max_length=k)))  # type: ignore[valid-type]
+
+
 class CodeAnswer(BaseModel):
     """What the coder answers: one complete module."""
 
@@ -58,8 +67,8 @@ class CodeAnswer(BaseModel):
 
 
 class Rejection(TypedDict):
-    layer: str        # text_hash | ast_hash | fingerprint | behaviour | embedding | judge
-    neighbour: int    # the experiment it duplicates
+    layer: str        # text_hash | ast_hash | fingerprint | behaviour | embedding | judge | ideas
+    neighbour: int | None  # the experiment it duplicates
     reason: str
     campaign: NotRequired[str | None]  # embedding/judge: the neighbour's campaign (the memory spans the workspace)
     similarity: NotRequired[float]
@@ -74,6 +83,7 @@ class ExperimentState(TypedDict, total=False):
     hashes: dict[str, str] | None    # text, ast
     view: list[Any]                  # ids the researcher was shown: ledger ids (offline), "<campaign>:<id>" (LLM)
     rejections: list[Rejection]      # duplicates the gate refused, newest last
+    rethink: bool                    # every idea of the last research answer would be refused: research again
     error: str | None                # last code error, for the repair
     proposals: int                   # research calls made
     code_calls: int                  # coder calls made (first + repairs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from archlab.agents import parents
 from archlab.agents.context import LabContext
 from archlab.agents.evidence import avoid_failures
 
@@ -35,7 +36,18 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int,
     search = ctx.config.search
     population = _population(ctx, experiment, attempt) if strategy == "evolution" else []
     predicted = None
-    if strategy == "surrogate":
+    # Parents other than the tournament (agents/parents.py), once the first population is evaluated.
+    selector = (parents.pool(ctx, experiment, attempt)
+                if strategy == "evolution" and search.parents != "tournament" and len(population) >= search.population
+                else None)
+    if selector is not None:
+        chosen = selector.draw(ctx.task, rng)
+        best = SimpleNamespace(**chosen)
+        genome = space.mutate(best.genome, rng)
+        motivation = f"{parents.describe(selector, chosen, ctx.task.metric)}; mutate one component"
+        parent: int | None = best.id
+        view = selector.ids
+    elif strategy == "surrogate":
         from archlab.agents import surrogate
 
         pick = surrogate.propose(ctx, experiment, attempt, rng)
@@ -48,7 +60,7 @@ def propose_offline(ctx: LabContext, experiment: int, attempt: int,
         genome = space.mutate(best.genome, rng)
         motivation = (f"tournament of {search.tournament} from the last {search.population} evaluated; "
                       f"#{best.id} won with {ctx.task.metric}={best.score:.4g}; mutate one component")
-        parent: int | None = best.id
+        parent = best.id
         view = [e.id for e in population]
     else:
         genome = space.sample(rng)

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from archlab.agents import parents
 from archlab.agents.context import LabContext
+from archlab.tasks.base import genome_tokens
+
+Tokenizer = Callable[[dict[str, Any]], list[str]]
 
 HISTORY = 256        # at most this many evaluated experiments to fit on: the best half, then the latest
 POOL_MUTANTS = 160   # mutations (one or two steps) of the elites
@@ -31,41 +36,36 @@ def genome_key(genome: dict[str, Any]) -> str:
     return json.dumps(genome, sort_keys=True)
 
 
-def tokens(genome: dict[str, Any]) -> list[str]:
-    """The genome as "component=value" words (list entries by position)."""
-    out = []
-    for key in sorted(genome):
-        value = genome[key]
-        if isinstance(value, list):
-            out += [f"{key}[{i}]={v}" for i, v in enumerate(value)]
-            out += [f"{key}:{v}#{n}" for v in sorted(set(map(str, value))) for n in range(1, value.count(v) + 1)]
-        else:
-            out.append(f"{key}={value}")
-    return out
-
-
-def features(genomes: list[dict[str, Any]], vocabulary: list[str]) -> Any:
+def features(genomes: list[dict[str, Any]], vocabulary: list[str], tokenize: Tokenizer = genome_tokens) -> Any:
     import numpy as np
 
     index = {t: i for i, t in enumerate(vocabulary)}
     x = np.zeros((len(genomes), len(vocabulary)), dtype=np.float32)
     for row, g in enumerate(genomes):
-        for t in tokens(g):
+        for t in tokenize(g):
             if t in index:
                 x[row, index[t]] = 1.0
     return x
 
 
-def predict(history: list[dict[str, Any]], candidates: list[dict[str, Any]], seed: int) -> tuple[Any, Any]:
-    """Mean and spread of the trees' predictions for each candidate genome."""
+def predict(history: list[dict[str, Any]], candidates: list[dict[str, Any]], seed: int,
+            tokenize: Tokenizer = genome_tokens) -> tuple[Any, Any]:
+    """Mean and spread of the trees' predictions for each candidate genome, read as `tokenize`'s words."""
+    genomes = [h["genome"] for h in history]
+    vocabulary = sorted({t for g in [*genomes, *candidates] for t in tokenize(g)})
+    return fit_predict(features(genomes, vocabulary, tokenize), [h["score"] for h in history],
+                       features(candidates, vocabulary, tokenize), seed)
+
+
+def fit_predict(x: Any, y: list[float], candidates: Any, seed: int) -> tuple[Any, Any]:
+    """Extra-trees fitted on rows `x` (any numeric features: a genome's, a text embedding) with scores `y`:
+    each candidate row's mean and spread over the trees."""
     import numpy as np
     from sklearn.ensemble import ExtraTreesRegressor
 
-    vocabulary = sorted({t for g in [*(h["genome"] for h in history), *candidates] for t in tokens(g)})
-    x, y = features([h["genome"] for h in history], vocabulary), np.array([h["score"] for h in history])
     model = ExtraTreesRegressor(n_estimators=TREES, min_samples_leaf=1, max_features=0.5, bootstrap=True,
-                                random_state=seed, n_jobs=1).fit(x, y)
-    per_tree = np.stack([t.predict(features(candidates, vocabulary)) for t in model.estimators_])
+                                random_state=seed, n_jobs=1).fit(np.asarray(x), np.asarray(y, dtype=float))
+    per_tree = np.stack([t.predict(np.asarray(candidates)) for t in model.estimators_])
     return per_tree.mean(axis=0), per_tree.std(axis=0)
 
 
@@ -124,6 +124,9 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
                     view=ids)
     ranked = task.ranked(seen, lambda h: h["score"], tiebreak=lambda h: h["id"])
     elites = ranked[:ELITES]
+    selector = parents.pool(ctx, experiment, attempt) if ctx.config.search.parents != "tournament" else None
+    if selector is not None:  # the mutants' parents from islands, the MAP-Elites archive or the bandit
+        elites = selector.elites(task, ELITES, rng)
     known = {genome_key(h["genome"]) for h in seen}
     pool: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     for _ in range(POOL_MUTANTS):
@@ -143,13 +146,15 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
         keep = [i for i in keep if i >= fresh_from]
     if not keep:  # everything drawn was evaluated already: a fresh sample, the gate decides
         return Pick(space.sample(rng), "surrogate: every drawn candidate was evaluated; uniform sample", view=ids)
-    mean, std = predict(seen, [pool[i][0] for i in keep], seed=rng.randrange(2**31))
+    mean, std = predict(seen, [pool[i][0] for i in keep], rng.randrange(2**31))
     best = ranked[0]["score"]
     gain = acquisition(ctx.config.search.acquisition, mean, std, best, task.higher())
     pick = max(range(len(keep)), key=lambda j: (float(gain[j]), -j))
     genome, parent = pool[keep[pick]]
     predicted = {k: round(float(v[pick]), 6) for k, v in (("mean", mean), ("std", std))}
     source = f"a mutation of #{parent['id']}" if parent is not None else "a fresh sample (exploration)"
+    if selector is not None:
+        source += f" ({selector.note})"
     motivation = (f"surrogate: extra-trees on {len(seen)} evaluated ranked {len(keep)} drawn candidates "
                   f"({ctx.config.search.acquisition}, best so far {best:.4g}); picked {source}, "
                   f"predicted {task.metric} {predicted['mean']:.4g} ± {predicted['std']:.2g}")

@@ -84,9 +84,9 @@ class Campaign:
         runs_jobs = recorded is None or bool(getattr(recorded, "retrain", False))
         options = backend_options(config.sandbox, untrusted and runs_jobs, _warn if runs_jobs else None)
         self.isolation = isolation_in_force(config.sandbox, options)
+        llm, ensemble = self._llm(recorded)
         self.ctx = LabContext(config=config, folder=folder, ledger=self.ledger, task=task,
-                              backend=get_backend(config.sandbox.backend, **options),
-                              llm=self._llm(recorded),
+                              backend=get_backend(config.sandbox.backend, **options), llm=llm, ensemble=ensemble,
                               recorded=recorded, memory=self._memory())
         if config.search.reuse_results and recorded is None:
             from archlab.memory.results import ResultCache
@@ -111,13 +111,17 @@ class Campaign:
     def create(cls, config: Config, folder: CampaignFolder | None = None) -> Campaign:
         from archlab.tasks import get_task
 
-        get_task(config.task.name, config.task.options, config.task.preset).validate()  # fail before any folder
+        task = get_task(config.task.name, config.task.options, config.task.preset)
+        task.validate()  # fail before any folder
+        if config.search.parents == "map_elites":
+            from archlab.agents.parents import check_descriptors
+
+            check_descriptors(task)
         backend_options(config.sandbox, config.strategy == "llm")  # refuses unisolated model code, before any folder
         if config.verify.top:  # a bad verification preset or data path fails before any folder, too
             get_task(config.task.name, {**config.task.options, **({"extra_eval": str(config.verify.data)}
                                                                   if config.verify.data else {})},
-                     config.verify.preset or get_task(config.task.name, config.task.options,
-                                                      config.task.preset).verify_preset()).validate()
+                     config.verify.preset or task.verify_preset()).validate()
         folder = folder or CampaignFolder.create(config.workspace, config.task.name)
         folder.write_config(config.model_dump(mode="json"))
         return cls(folder, config)
@@ -133,21 +137,33 @@ class Campaign:
             folder.write_config(data)
         return cls(folder, config)
 
-    def _llm(self, script: Any = None) -> Any:
+    def _llm(self, script: Any = None) -> tuple[Any, Any]:
+        """(the default client, the ensemble or None). One client per model of the ensemble, all
+        writing the campaign's llm.jsonl and billing its spend; a replay's record answers each."""
+        llm = self.config.llm
         if self.config.strategy != "llm":
-            return None
-        if not self.config.llm.model:
+            return None, None
+        if not llm.ensemble:
             raise ArchlabError("strategy `llm` needs a model: pass --model provider/name "
-                               "or set [llm] model in archlab.toml")
+                               "or set [llm] model (or models, an ensemble) in archlab.toml")
         from archlab.llm import LLMClient
 
         def on_usage(usage: Any) -> None:
             self.ledger.add_spend(tokens=usage.prompt_tokens + usage.completion_tokens,
                                   usd=usage.cost_usd, llm_calls=1)
 
-        return LLMClient.from_config(self.config.llm, self.folder.llm_log, on_usage=on_usage,
-                                     guard=lambda: self.ctx.guard_llm_budget(), script=script,
-                                     seed=self.config.search.seed)
+        def client(model: str) -> Any:
+            return LLMClient.from_config(llm, self.folder.llm_log, model=model, on_usage=on_usage,
+                                         guard=lambda: self.ctx.guard_llm_budget(), script=script,
+                                         seed=self.config.search.seed)
+
+        clients = {m: client(m) for m in llm.ensemble}
+        if len(clients) == 1:
+            return next(iter(clients.values())), None
+        from archlab.llm.ensemble import Ensemble
+
+        default = clients.get(llm.default_model) or client(llm.default_model)
+        return default, Ensemble(clients, self.folder.llm_log, llm.local_usd_per_hour)
 
     def _memory(self) -> Any:
         """The workspace's vector memory: nothing is opened or loaded until an agent reads it."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archlab.errors import ConfigError
 
@@ -44,6 +44,12 @@ class MaxTokens(_Section):
 
 class LLMConfig(_Section):
     model: str | None = None  # any litellm model string; None = offline strategies
+    # An ensemble: the bandit (archlab/llm/ensemble.py) picks one of these per experiment by improvements per
+    # dollar. `model` stays the default (the chat, doctor); unset, the first listed is.
+    models: list[str] = Field(default_factory=list)
+    # What an hour of a local model costs (its machine), in USD: a model litellm cannot price is billed
+    # by its call seconds at this rate, so local and hosted models compare per dollar.
+    local_usd_per_hour: float = Field(1.0, ge=0)
     temperature: float = Field(0.7, ge=0, le=2)
     code_temperature: float | None = Field(0.2, ge=0, le=2)  # the coder's; None: `temperature` (code wants it low)
     max_attempts: int = Field(3, ge=1, le=10)  # answer retries with feedback (what was wrong)
@@ -75,6 +81,37 @@ class LLMConfig(_Section):
 
         validate_model_string(v)
         return v
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_strings(cls, v: Any) -> Any:
+        if isinstance(v, str):  # ARCHLAB_LLM_MODELS=a,b and --models a,b
+            v = [m.strip() for m in v.split(",") if m.strip()]
+        if not isinstance(v, list):
+            return v  # pydantic says what a list is
+        from archlab.llm import validate_model_string
+
+        for i, m in enumerate(v):
+            if not isinstance(m, str) or not m:
+                raise ValueError(f"entry {i} ({m!r}) is not a model string")
+            try:
+                validate_model_string(m)
+            except ConfigError as exc:  # through `explain`: the setting, what was given, where to fix it
+                raise ValueError(f"entry {i}: {exc}") from None
+        twice = sorted({m for m in v if v.count(m) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once")
+        return v
+
+    @property
+    def ensemble(self) -> list[str]:
+        """The models experiments are given to: `models`, else `model` alone, else none (offline)."""
+        return list(self.models) or ([self.model] if self.model else [])
+
+    @property
+    def default_model(self) -> str | None:
+        """The model for what belongs to no experiment (chat, doctor): `model`, else the first of `models`."""
+        return self.model or (self.models[0] if self.models else None)
 
 
 class BudgetConfig(_Section):
@@ -124,6 +161,15 @@ class SearchConfig(_Section):
     # The surrogate strategy's pick among the drawn candidates: the highest predicted score (greedy,
     # measured best on NB201), expected improvement, or an upper confidence bound (mean + 1 sd).
     acquisition: Literal["greedy", "ei", "ucb"] = "greedy"
+    # How evolution, the surrogate's elites and the LLM's "build on" parent are chosen (agents/parents.py):
+    # a tournament among the latest `population`, islands with migration, a MAP-Elites archive over the
+    # task's descriptors, or a UCB bandit over parents by how much their children improved.
+    parents: Literal["tournament", "islands", "map_elites", "ucb"] = "tournament"
+    islands: int = Field(4, ge=2, le=64)          # parents = islands: how many
+    migrate_every: int = Field(20, ge=1)          # islands: every N evaluated, each island takes its neighbour's best
+    # The LLM researcher proposes this many ideas per experiment; the gate and the surrogate rank them and
+    # only the most promising is coded and trained (1: one idea, no ranking).
+    proposals_per_step: int = Field(1, ge=1, le=8)
 
     @field_validator("tournament")
     @classmethod
@@ -192,11 +238,20 @@ class Config(_Section):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
 
+    @model_validator(mode="after")
+    def _room_for_ideas(self) -> Config:
+        """Several ideas need a longer research answer: unless [llm.max_tokens] research is set, it
+        grows with proposals_per_step (1024 per idea), so the answer is not cut off after the first."""
+        k, tokens = self.search.proposals_per_step, self.llm.max_tokens
+        if k > 1 and "research" not in tokens.model_fields_set:
+            tokens.research = 1024 * k
+        return self
+
     @property
     def strategy(self) -> str:
-        """The strategy actually used: `auto` means llm when a model is set."""
+        """The strategy actually used: `auto` means llm when a model (or an ensemble) is set."""
         if self.search.strategy == "auto":
-            return "llm" if self.llm.model else "evolution"
+            return "llm" if self.llm.ensemble else "evolution"
         return self.search.strategy
 
 

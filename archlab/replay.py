@@ -290,6 +290,9 @@ def _story(kind: str, data: dict[str, Any]) -> str | None:
             return "researcher shown " + (", ".join(f"{n} {name}" for name, n in shown.items()) or "nothing")
         refs = [v.get("id") if isinstance(v, dict) else v for v in value]
         return f"researcher shown {len(refs)} past experiments {refs}"
+    if kind == "seen.model":  # an ensemble's pick
+        value = data.get("value") or {}
+        return f"given to model {value.get('model')} (to beat: {value.get('incumbent')})"
     if kind == "gate.pass":
         return f"gate: new code (ast {str(data.get('ast_hash'))[:10]})"
     if kind.startswith("gate."):

@@ -2,6 +2,10 @@
 seeds, THROUGH the real campaign loop on the shared NAS-Bench-201 table.
 
     python benchmarks/llm_nb201.py [--seeds 3] [--queries 10] [--out DIR] [--api-base URL --model openai/NAME]
+        [--strategies random,llm,llm+filter] [--ideas 3]
+
+`llm+filter` is the LLM strategy with [search] proposals_per_step = --ideas: the researcher
+answers several ideas, the gate and the surrogate rank them, only the best is trained.
 
 By default the researcher's proposed cell (its genome) is rendered by the task's template
 ([llm] code_from_design): the model chooses the design, as GENIUS asks GPT-4 for the cell.
@@ -33,12 +37,15 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 
 def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | None, api_base: str | None,
-             out: Path, coder: bool) -> dict:
+             out: Path, coder: bool, ideas: int = 1) -> dict:
     from archlab.campaign import Campaign
     from archlab.config import load_config
 
-    over = {"workspace": str(out / f"{strategy}-{seed}"), "task": {"name": "nb201", "table": str(table)},
-            "budget": {"experiments": queries}, "search": {"strategy": strategy, "seed": seed, "baselines": False}}
+    name = strategy
+    strategy, filtered = strategy.removesuffix("+filter"), strategy.endswith("+filter")
+    over = {"workspace": str(out / f"{name}-{seed}"), "task": {"name": "nb201", "table": str(table)},
+            "budget": {"experiments": queries}, "search": {"strategy": strategy, "seed": seed, "baselines": False,
+                                                           "proposals_per_step": ideas if filtered else 1}}
     if strategy == "llm":
         # A 0.5B model on 2 CPU cores takes 30-90 s a call, more while other work shares the cores.
         over["llm"] = {"model": model, "api_base": api_base, "timeout_s": 900, "max_tokens": {"analyse": 300},
@@ -53,7 +60,9 @@ def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | N
     research = [json.loads(line) for line in c.folder.llm_log.read_text().splitlines()] \
         if c.folder.llm_log.exists() else []
     research = [r for r in research if r["step"].startswith("research") and r["response"] is not None]
-    return {"strategy": strategy, "seed": seed, "test": best.metrics["test_acc"] if best else None,
+    offered = sum(len(e["data"]["value"]["ideas"]) for e in c.ledger.events(kind="seen.ideas"))
+    return {"strategy": name, "seed": seed, "ideas_offered": offered,
+            "test": best.metrics["test_acc"] if best else None,
             "evaluated": len(done), "experiments": len(rows), "tokens": summary.spend["tokens"], "wall_s": wall,
             "research": len(research), "valid_research": sum(r["valid"] for r in research),
             "paused": summary.paused}
@@ -70,7 +79,10 @@ def main() -> None:
     ap.add_argument("--coder", action="store_true",
                     help="the coder writes each cell too (default: the researcher's genome is rendered by the "
                          "task's template, [llm] code_from_design, as GENIUS asks its model for the cell)")
+    ap.add_argument("--strategies", default="random,llm", help="comma-separated: random, llm, llm+filter")
+    ap.add_argument("--ideas", type=int, default=3, help="llm+filter: ideas per experiment")
     args = ap.parse_args()
+    strategies = args.strategies.split(",")
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (the shared data's nb201 table)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the server (finally below)
@@ -90,8 +102,9 @@ def main() -> None:
         out = args.out or Path(tempfile.mkdtemp(prefix="llm-nb201-"))
         print(f"campaigns in {out}", file=sys.stderr, flush=True)
         for seed in range(args.seeds):
-            for strategy in ("random", "llm"):
-                r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out, args.coder)
+            for strategy in strategies:
+                r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out, args.coder,
+                             args.ideas)
                 results.append(r)
                 print(json.dumps(r), flush=True)
     finally:
@@ -99,19 +112,21 @@ def main() -> None:
             server.stop()
     print(f"\nNB201 CIFAR-10, {args.queries} queries, {args.seeds} seeds (select by val, report test); "
           f"model {args.model}; code from {'the coder' if args.coder else 'the proposed genome'}")
-    for strategy in ("random", "llm"):
+    for strategy in strategies:
         rs = [r for r in results if r["strategy"] == strategy]
         tests = [r["test"] for r in rs if r["test"] is not None]
         spread = f"{statistics.mean(tests):.2f} ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else \
             (f"{tests[0]:.2f}" if tests else "n/a")
         line = f"{strategy:<7} test {spread} (seeds with a result: {len(tests)}/{len(rs)})"
-        if strategy == "llm":
+        if strategy.startswith("llm"):
             research = sum(r["research"] for r in rs)
             valid = sum(r["valid_research"] for r in rs)
             exps = sum(r["experiments"] for r in rs)
             line += (f"; valid proposals {valid}/{research} ({valid / max(1, research):.0%}); evaluated "
                      f"{sum(r['evaluated'] for r in rs)}/{exps}; {sum(r['tokens'] for r in rs) / max(1, exps):,.0f} "
                      f"tokens and {sum(r['wall_s'] for r in rs) / max(1, exps):.0f} s per experiment")
+            if strategy.endswith("+filter"):
+                line += f"; {sum(r['ideas_offered'] for r in rs)} ideas ranked"
         print(line)
 
 

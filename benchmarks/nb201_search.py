@@ -2,7 +2,9 @@
 campaign loop (graph, checkpointer, ledger, gate, process sandbox) on a NAS-Bench-201 table.
 
     python benchmarks/nb201_search.py --seeds 50 --budget 300 --datasets cifar10,cifar100,imagenet16 \
-        --strategies random,evolution,surrogate
+        --strategies random,evolution,surrogate,evolution:islands,evolution:map_elites,evolution:ucb
+
+A strategy is `name` or `name:parents` ([search] parents: tournament, islands, map_elites, ucb).
 
 Prints, per dataset, mean ± std over seeds of the test accuracy of the best-by-validation
 candidate after each of --at evaluated experiments (10, 30, 100, 300 up to the budget), and
@@ -31,7 +33,8 @@ def one_campaign(args: tuple[str, int, str, str, int, tuple[int, ...]]) -> dict:
         cfg = load_config(None, env={}, overrides={
             "workspace": tmp, "task": {"name": "nb201", "table": table, "dataset": dataset},
             "budget": {"experiments": budget}, "memory": {"enabled": False},
-            "search": {"strategy": strategy, "seed": seed, "baselines": False}})
+            "search": {"strategy": strategy.partition(":")[0], "parents": strategy.partition(":")[2] or "tournament",
+                       "seed": seed, "baselines": False}})
         start = time.perf_counter()
         campaign = Campaign.create(cfg)
         campaign.run()
@@ -77,7 +80,7 @@ def main() -> None:
             cells = "".join(f"{statistics.mean(v):>9.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:<4.2f}"
                             for n in at if (v := [r["at"][n] for r in rs]))
             per_exp = statistics.mean(r["wall_s"] / max(1, r["evaluated"]) for r in rs)
-            print(f"  {strategy:<9}{cells} {statistics.mean(r['reused'] for r in rs):>11.1f} {per_exp:>13.3f}")
+            print(f"  {strategy:<21}{cells} {statistics.mean(r['reused'] for r in rs):>11.1f} {per_exp:>13.3f}")
     print(f"total {total:.0f} s on {args.workers} workers")
 
 

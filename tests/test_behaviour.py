@@ -164,5 +164,5 @@ def test_a_changed_epsilon_trains_and_is_reported_close_to_the_researcher(tmp_pa
 
     shown = {k: [] for k in evidence.ORDER} | evidence.sections(view)
     prompt = render("researcher.j2", task=campaign.ctx.task, metric="bpb", direction="lower", rejections=[],
-                    schema="{}", **shown)
+                    schema="{}", ideas=1, parent_note=None, predictions=[], **shown)
     assert f"behaves like #{first.id}" in prompt

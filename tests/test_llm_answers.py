@@ -234,7 +234,8 @@ def test_the_researcher_prompt_is_trimmed_by_priority(tmp_path):
     exemplar = [{**r, "code": PARENT * 40} for r in rows[:3]]
     context = {"task": NB201, "metric": "val_acc", "direction": "higher", "elites": rows, "parent": [],
                "near_parent": rows, "near_idea": rows, "failures": [], "insights": [], "notes": [],
-               "exemplars": exemplar, "rejections": [], "schema": Proposal.model_json_schema()}
+               "exemplars": exemplar, "rejections": [], "schema": Proposal.model_json_schema(),
+               "ideas": 1, "parent_note": None, "predictions": []}
     from archlab.agents.researcher import TRIM_ORDER
     from archlab.prompts import render
 
@@ -260,7 +261,7 @@ def test_the_lm_researcher_prompt_fits_ollamas_default_window(tmp_path):
     context = {"task": lm, "metric": lm.metric, "direction": "lower", "elites": rows, "parent": rows[:1],
                "near_parent": rows[1:], "near_idea": rows, "failures": [], "insights": [], "notes": [],
                "exemplars": [{**r, "code": c.code} for r, c in zip(rows, lm.seeds(), strict=True)], "rejections": [],
-               "schema": for_prompt(proposal_schema(lm))}
+               "schema": for_prompt(proposal_schema(lm)), "ideas": 1, "parent_note": None, "predictions": []}
 
     def render_researcher(c: dict) -> list[dict]:
         return [{"role": "user", "content": render("researcher.j2", **c)}]

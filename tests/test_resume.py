@@ -44,12 +44,14 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["evolution", "surrogate"])
-def test_kill9_at_several_points_then_resume(tmp_path, nb201_table, cli_env, strategy):
+@pytest.mark.parametrize(("strategy", "parents"), [("evolution", "tournament"), ("surrogate", "tournament"),
+                                                    ("evolution", "islands"), ("evolution", "map_elites"),
+                                                    ("surrogate", "ucb")])
+def test_kill9_at_several_points_then_resume(tmp_path, nb201_table, cli_env, strategy, parents):
     (tmp_path / "archlab.toml").write_text(
         f'workspace = "runs"\n[task]\nname = "nb201"\ntable = "{nb201_table}"\ndelay_s = 0.4\n'
         f'[budget]\nexperiments = {BUDGET}\n[search]\nparallel = 2\npopulation = 4\ntournament = 2\n'
-        f'strategy = "{strategy}"\n')
+        f'strategy = "{strategy}"\nparents = "{parents}"\n')
     ws = tmp_path / "runs"
 
     def start(*args: str) -> subprocess.Popen:

@@ -71,7 +71,8 @@ def test_second_campaign_retrieves_the_first_into_its_prompts(tmp_path, nb201_ta
     shown = {k: [] for k in ("elites", "parent", "near_parent", "near_idea", "failures", "insights", "notes",
                              "exemplars")} | evidence.sections(seen)
     rebuilt = render("researcher.j2", task=second.ctx.task, metric="val_acc", direction="higher", **shown,
-                     rejections=[], schema=for_prompt(proposal_schema(second.ctx.task)))
+                     rejections=[], schema=for_prompt(proposal_schema(second.ctx.task)), ideas=1,
+                     parent_note=None, predictions=[])
     assert rebuilt == prompt
 
     # the analyst: parent, siblings ranked by score, nearest neighbours across the workspace

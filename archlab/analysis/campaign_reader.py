@@ -172,6 +172,12 @@ class CampaignReader:
         """The analyst chat's model calls on this campaign (steps `chat:*` in llm.jsonl)."""
         return llm_spend(self.folder.llm_log, prefix="chat:")
 
+    def model_yields(self) -> list[Any] | None:
+        """An ensemble's record per model (llm/ensemble.py's ModelYield); None: one model or none."""
+        from archlab.llm.ensemble import campaign_yields
+
+        return campaign_yields(self.config, self.ledger, self.task, self.folder.llm_log)
+
     def summary_line(self) -> str:
         best = self.best()
         counts = self.ledger.counts()

@@ -208,10 +208,12 @@ def open_analyst(cfg: Any, campaign: str | None, session: str = "default") -> tu
     """The Lab over the campaign (or the whole workspace) and the analyst that talks about it."""
     lab = Lab(cfg.workspace, campaign, memory=workspace_memory(cfg))
     llm = cfg.llm.model_dump()
-    if not cfg.llm.model:  # a single campaign's own model, unless it was a script written for the campaign
+    if not cfg.llm.default_model:  # a single campaign's own model, unless it was a script written for the campaign
         own = (next(iter(lab.views.values())).config.get("llm") or {}) if lab.single else {}
-        if own.get("model") and not str(own["model"]).startswith("scripted/"):
-            llm.update(model=own["model"], api_base=own.get("api_base") or llm["api_base"])
+        model = own.get("model") or next(iter(own.get("models") or []), None)  # an ensemble's: its first
+        if model and not str(model).startswith("scripted/"):
+            llm.update(model=model, api_base=own.get("api_base") or llm["api_base"])
+    llm["model"] = llm["model"] or cfg.llm.default_model
     analyst = ChatAnalyst(lab, llm["model"], session=session, api_base=llm["api_base"], timeout_s=llm["timeout_s"],
                           settings=cfg.llm)
     return lab, analyst
@@ -284,6 +286,8 @@ def retrieval_answer(lab: Lab, question: str) -> Answer:
             if "error" not in shown:
                 fields = {k: shown.get(k) for k in ("name", "status", "metrics", "analysis")}
                 lines.append(f"#{i}: {json.dumps(fields, default=str)}")
+        if re.search(r"\bmodels?\b|\bllms?\b", question.lower()) and view.model_yields() is not None:
+            lines += _model_lines(tool("model_yield", campaign=view.id)["campaigns"][0])
         if len(ids) >= 2:
             cmp = tool("compare", campaign=view.id, a=ids[0], b=ids[1])
             if "error" not in cmp:
@@ -304,6 +308,19 @@ def retrieval_answer(lab: Lab, question: str) -> Answer:
     lines.append("For an answer in words, configure a model (--model provider/name, ARCHLAB_LLM_MODEL, "
                  "or [llm] model in archlab.toml).")
     return Answer("\n".join(lines).rstrip() + "\n", "retrieval", calls)
+
+
+def _model_lines(found: dict[str, Any]) -> list[str]:
+    """An ensemble's models, one line each, from the model_yield tool."""
+    lines = ["Models (the ensemble's bandit; improvement: beat the best known when the model was picked):"]
+    for y in found["models"]:
+        per = f"{y['improvements_per_usd']:.3g} per USD" if y["improvements_per_usd"] is not None else "no cost"
+        lines.append(f"  {y['model']}: {y['experiments']} experiments, {y['valid']} valid, "
+                     f"{y['improvements']} improvements ({per}), cost ${y['cost']:.4f}"
+                     + (" (local, by time)" if y["local"] else ""))
+    if found.get("best_yield"):
+        lines.append(f"  Best yield: {found['best_yield']}.")
+    return lines
 
 
 def _also(view: Any, e: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from archlab.analysis.campaign_reader import CampaignReader, open_campaigns
+from archlab.analysis.model_tools import ModelsArg, model_yield
 from archlab.analysis.stats import welch
 from archlab.errors import ArchlabError
 from archlab.tasks.base import seed_values
@@ -378,6 +379,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (  # the usual first look first: sm
     Tool("compare", CompareArgs, compare),
     Tool("plot", PlotArgs, plot),
     Tool("verified_findings", CampaignArg, verified),
+    Tool("model_yield", ModelsArg, model_yield),
 )}
 
 

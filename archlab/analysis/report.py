@@ -55,6 +55,9 @@ def _blocks(view: CampaignReader, out: Path) -> tuple[list[Block], list[Path]]:
     b += [("h2", "Search progress"), *_progress(view, out, images)]
     b += [("h2", "Training curves"), *_curves(view, out, images)]
     b += [("h2", "Spend"), _spend(view)]
+    models = _models(view)
+    if models:
+        b += [("h2", "Models"), *models]
     b += [("h2", "What the gate saved"), _gate(view)]
     b += [("h2", "Failures"), _failures(view)]
     b += [("h2", "What the analyst wrote about the best"), *_analyses(view)]
@@ -65,14 +68,16 @@ def _intro(view: CampaignReader) -> Block:
     """What was searched, how, and why it stopped."""
     m, higher = view.metric, view.higher
     cfg = view.config
-    model = (cfg.get("llm") or {}).get("model")
+    llm = cfg.get("llm") or {}
+    models = list(llm.get("models") or []) or ([llm["model"]] if llm.get("model") else [])
     strategy = (cfg.get("search") or {}).get("strategy", "auto")
     if strategy == "auto":  # as Config.strategy decides it
-        strategy = "llm" if model else "evolution"
+        strategy = "llm" if models else "evolution"
     stops = view.ledger.events(kind="campaign.stop")
+    named = (f" with model `{models[0]}`" if len(models) == 1 else
+             " with an ensemble of " + ", ".join(f"`{x}`" for x in models)) if models and strategy == "llm" else ""
     return ("p", f"Task `{view.task.name}`, searched metric `{m}` ({'higher' if higher else 'lower'} is better), "
-                 f"reported metric `{view.task.report_metric}`. Strategy: {strategy}"
-                 + (f" with model `{model}`" if model and strategy == "llm" else "") + ". "
+                 f"reported metric `{view.task.report_metric}`. Strategy: {strategy}{named}. "
                  + (f"Stopped: {stops[-1]['data'].get('reason')}." if stops and stops[-1].get("data") else
                     "No stop recorded (still running, or killed).")
                  + f" Written {time.strftime('%Y-%m-%d %H:%M')}.")
@@ -186,6 +191,25 @@ def _spend(view: CampaignReader) -> Block:
         ["wall-clock hours", f"{spend.get('wall_s', 0.0) / 3600:.3f}"],
         ["analyst chat (calls / tokens / USD)", f"{chat['calls']} / {int(chat['tokens']):,} / {chat['usd']:.4f}"],
     ]))
+
+
+def _models(view: CampaignReader) -> list[Block]:
+    """An ensemble's models side by side: what each was given, what it found, what it cost."""
+    record = view.model_yields()
+    if record is None:
+        return []
+    rate = float((view.config.get("llm") or {}).get("local_usd_per_hour", 1.0))
+    rows = [[f"`{y.model}`", str(y.experiments) + (f" (+{y.picked - y.experiments} unfinished)"
+                                                   if y.picked > y.experiments else ""),
+             str(y.valid), str(y.improvements), _fmt(y.best), f"{y.usd:.4f}", f"{y.seconds:.1f}",
+             f"{y.cost:.4f}" + (" (local)" if y.local else ""),
+             f"{y.yield_:.3g}" if y.yield_ is not None else "n/a"] for y in record]
+    return [("p", "Each campaign experiment went to one model, picked by a bandit (each model once, then "
+                  "Thompson sampling on improvements per dollar). An experiment improved when its score beat "
+                  f"the best {view.metric} known when its model was picked. A model litellm cannot price is "
+                  f"billed by its call seconds at ${rate:g} per hour ([llm] local_usd_per_hour)."),
+            ("table", (["model", "experiments", "valid", "improvements", f"best {view.metric}", "USD",
+                        "model seconds", "cost (USD)", "improvements per USD"], rows))]
 
 
 def _gate(view: CampaignReader) -> Block:

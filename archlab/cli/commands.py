@@ -37,6 +37,7 @@ def run(
     parallel: int | None = typer.Option(None, help="experiments in flight at once"),
     strategy: str | None = typer.Option(None, help="auto | llm | random | evolution | surrogate"),
     model: str | None = typer.Option(None, help="any litellm model string, e.g. openai/gpt-4.1"),
+    models: str | None = typer.Option(None, help="an ensemble, comma-separated: a bandit gives each experiment one"),
     api_base: str | None = typer.Option(None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1"),
     seed: int | None = typer.Option(None, help="campaign seed"),
     sandbox: str | None = typer.Option(None, help="process | docker | ray"),
@@ -50,8 +51,9 @@ def run(
     """Launch a campaign (default: a short offline campaign on the lm task)."""
     cfg = load_settings(config, task=task, preset=preset, table=table, dataset=dataset, budget=budget, hours=hours,
                         gpu_hours=gpu_hours, tokens=tokens, usd=usd, parallel=parallel, strategy=strategy, model=model,
-                        api_base=api_base, seed=seed, sandbox=sandbox, control=control, verify_top=verify_top,
-                        seeds=seeds, verify_preset=verify_preset, verify_data=verify_data, workspace=workspace)
+                        models=models, api_base=api_base, seed=seed, sandbox=sandbox, control=control,
+                        verify_top=verify_top, seeds=seeds, verify_preset=verify_preset, verify_data=verify_data,
+                        workspace=workspace)
     if cfg.strategy != "llm":
         console.print(f"no model configured: running the offline `{cfg.strategy}` strategy "
                       "(set one with --model provider/name, ARCHLAB_LLM_MODEL, or [llm] model in archlab.toml)",
@@ -66,7 +68,14 @@ def run(
 def _header(campaign: Any) -> None:
     """Where candidate code runs, the model the campaign talks to and how (before the first experiment)."""
     console.print(f"sandbox: {campaign.isolation}", markup=False, highlight=False, soft_wrap=True)
-    if campaign.ctx.llm is not None:
+    ensemble = campaign.ctx.ensemble
+    if ensemble is not None:
+        console.print(f"models (an ensemble: each experiment goes to one, picked by improvements per dollar; "
+                      f"local models at ${campaign.config.llm.local_usd_per_hour:g}/h):",
+                      markup=False, highlight=False, soft_wrap=True)
+        for client in ensemble.clients.values():
+            console.print(f"  {client.describe()}", markup=False, highlight=False, soft_wrap=True)
+    elif campaign.ctx.llm is not None:
         console.print(f"model: {campaign.ctx.llm.describe()}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -77,6 +86,7 @@ def resume(
     hours: float | None = typer.Option(None), tokens: int | None = typer.Option(None),
     usd: float | None = typer.Option(None), gpu_hours: float | None = typer.Option(None),
     model: str | None = typer.Option(None, help="continue with this model (e.g. after the provider refused one)"),
+    models: str | None = typer.Option(None, help="continue with this ensemble (comma-separated)"),
     api_base: str | None = typer.Option(None, help="continue with this server"),
     verify_top: int | None = VERIFY_TOP, seeds: int | None = SEEDS, verify_preset: str | None = VERIFY_PRESET,
     verify_hours: float | None = typer.Option(None, help="raise the verification stage's wall-clock budget"),
@@ -89,8 +99,8 @@ def resume(
 
     ws = load_settings(config, workspace=workspace).workspace
     overrides = flag_overrides(budget=budget, hours=hours, tokens=tokens, usd=usd, gpu_hours=gpu_hours, model=model,
-                               api_base=api_base, verify_top=verify_top, seeds=seeds, verify_preset=verify_preset,
-                               verify_hours=verify_hours)
+                               models=models, api_base=api_base, verify_top=verify_top, seeds=seeds,
+                               verify_preset=verify_preset, verify_hours=verify_hours)
     campaign = guard(lambda: Campaign.open(ws, campaign_id, overrides))
     _drive(campaign, quiet)
 
@@ -129,6 +139,20 @@ def _print_board(campaign_id: str, ledger: Any, task: Any) -> None:
     from archlab.cli.findings import print_findings
 
     print_findings(out, ledger, task)
+
+
+def _print_models(record: list[Any], metric: str) -> None:
+    """An ensemble's yield per model (see archlab/llm/ensemble.py for the definitions)."""
+    from rich.table import Table
+
+    table = Table(title="models (improvement: beat the best known when the model was picked)")
+    for col in ("model", "experiments", "valid", "improvements", f"best {metric}", "cost USD", "per USD"):
+        table.add_column(col)
+    for y in record:
+        table.add_row(y.model, str(y.experiments), str(y.valid), str(y.improvements),
+                      f"{y.best:.4g}" if y.best is not None else "", f"{y.cost:.4f}" + (" (local)" if y.local else ""),
+                      f"{y.yield_:.3g}" if y.yield_ is not None else "n/a")
+    out.print(table)
 
 
 @app.command("ls")
@@ -202,10 +226,16 @@ def show(
     verified, control = verified_findings(ledger, task), arms(ledger, task)
     data["verified"] = verified.to_dict() if verified else None
     data["control"] = control.__dict__ if control else None
+    from archlab.llm.ensemble import campaign_yields
+
+    record = campaign_yields(cfg, ledger, task, folder.llm_log)
+    data["models"] = [y.to_dict() for y in record] if record is not None else None
     if as_json:
         sys.stdout.write(json.dumps(data, default=str) + "\n")
         return
     _print_board(folder.id, ledger, task)
+    if record is not None:
+        _print_models(record, task.metric)
     if data["isolation"]:
         unisolated = cfg.get("sandbox", {}).get("isolation") == "none"
         note = " (unisolated: [sandbox] isolation = \"none\")" if unisolated else ""

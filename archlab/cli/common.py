@@ -24,7 +24,8 @@ CONFIG = typer.Option(None, "--config", "-c", help="archlab.toml to read (defaul
 T = TypeVar("T")
 
 # flag -> its [section] in archlab.toml, and the flags whose key there has another name
-_SECTION = {"task": "task", "preset": "task", "table": "task", "dataset": "task", "model": "llm", "api_base": "llm",
+_SECTION = {"task": "task", "preset": "task", "table": "task", "dataset": "task",
+            "model": "llm", "models": "llm", "api_base": "llm",
             "budget": "budget", "hours": "budget", "gpu_hours": "budget", "tokens": "budget", "usd": "budget",
             "parallel": "search", "strategy": "search", "seed": "search", "sandbox": "sandbox", "control": "search",
             "verify_top": "verify", "seeds": "verify", "verify_preset": "verify", "verify_data": "verify",
@@ -66,6 +67,8 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
         if flag == "workspace":
             nested["workspace"] = value
             continue
+        if flag == "models" and isinstance(value, str):  # stored as the list it means
+            value = [m.strip() for m in value.split(",") if m.strip()]
         nested.setdefault(_SECTION[flag], {})[_KEY.get(flag, flag)] = str(value) if isinstance(value, Path) else value
     return nested
 

@@ -78,16 +78,16 @@ def checks(config: Any) -> list[tuple[bool, str, str]]:
     for mod in ("langgraph", "litellm", "chromadb"):
         v = _version(mod)
         rows.append((v is not None, mod, v or "missing"))
-    model = config.llm.model
-    if model:
+    models = config.llm.ensemble
+    for model in models:
         from archlab.llm import LLMClient
 
         try:
-            line = LLMClient.from_config(config.llm, Path(os.devnull)).describe()
+            line = LLMClient.from_config(config.llm, Path(os.devnull), model=model).describe()
         except Exception as exc:  # noqa: BLE001 - a bad script path, say
             line = f"{model}: {exc}"
-        rows.append((True, "model", line))
-    else:
+        rows.append((True, "model" if len(models) == 1 else "model (ensemble)", line))
+    if not models:
         rows.append((False, "model", "none: offline strategies (set [llm] model or --model)"))
     from archlab.memory.embeddings import describe_embeddings
 

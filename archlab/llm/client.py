@@ -60,15 +60,15 @@ class LLMClient(AnswerLoop):
         self._down: ModelUnavailable | None = None  # once unreachable or refused, no further calls
 
     @classmethod
-    def from_config(cls, llm: Any, log_path: Path, **kwargs: Any) -> LLMClient:
-        """A client with the [llm] settings of a Config."""
+    def from_config(cls, llm: Any, log_path: Path, model: str | None = None, **kwargs: Any) -> LLMClient:
+        """A client with the [llm] settings of a Config: for `model` (one of an ensemble), else the default."""
         policy = transport.RetryPolicy(llm.retries, llm.backoff_s, llm.backoff_max_s, llm.retry_after_max_s)
         settings = dict(max_attempts=llm.max_attempts, temperature=llm.temperature,
                         code_temperature=llm.code_temperature, timeout_s=llm.timeout_s,
                         api_base=llm.api_base, structured=llm.structured, edit=llm.edit, tools=llm.tools,
                         max_tokens=llm.max_tokens.model_dump(), reasoning_tokens=llm.reasoning_tokens,
                         context_tokens=llm.context_tokens, policy=policy)
-        return cls(llm.model, log_path, **{**settings, **kwargs})
+        return cls(model or llm.model or llm.models[0], log_path, **{**settings, **kwargs})
 
     def reset(self) -> None:
         """Forget an earlier outage or refusal: the next call goes out again (a chat's next question)."""

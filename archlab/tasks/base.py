@@ -32,6 +32,20 @@ class Candidate:
     genome: dict[str, Any] | None = None
 
 
+def genome_tokens(genome: dict[str, Any]) -> list[str]:
+    """A genome as "component=value" words (list entries by position), plus counts for list
+    components ("edges:nor_conv_3x3#2": at least two edges hold it)."""
+    out = []
+    for key in sorted(genome):
+        value = genome[key]
+        if isinstance(value, list):
+            out += [f"{key}[{i}]={v}" for i, v in enumerate(value)]
+            out += [f"{key}:{v}#{n}" for v in sorted(set(map(str, value))) for n in range(1, value.count(v) + 1)]
+        else:
+            out.append(f"{key}={value}")
+    return out
+
+
 class DesignSpace(ABC):
     """The grammar the offline strategies search: sample, mutate, render to code."""
 
@@ -47,6 +61,11 @@ class DesignSpace(ABC):
     @abstractmethod
     def describe(self, genome: dict[str, Any]) -> str:
         """A short human name for the genome (used as the proposal name)."""
+
+    def descriptors(self, genome: dict[str, Any]) -> dict[str, Any] | None:
+        """Behaviour descriptors of a genome, the cells of a MAP-Elites archive ([search] parents =
+        "map_elites"): a few coarse values each. None: the space declares none."""
+        return None
 
 
 class TaskPack(ABC):

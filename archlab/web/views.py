@@ -141,7 +141,7 @@ def campaign_page(view: CampaignReader) -> dict[str, Any]:
     return {"summary": summary(view), "board": leaderboard(view), "findings": findings(view),
             "tree": forest, "tree_html": tree_html(view.id, forest), "gate": gate, "failures": view.failures(),
             "chat": view.chat_spend(), "report_metric": view.task.report_metric,
-            "arms": _arms(view)}
+            "arms": _arms(view), "models": [y.to_dict() for y in view.model_yields() or []]}
 
 
 def _arms(view: CampaignReader) -> str | None:

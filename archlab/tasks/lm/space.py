@@ -74,6 +74,11 @@ class LMSpace(DesignSpace):
         parts.append(f"C{g['chunk']}")
         return " ".join(parts)
 
+    def descriptors(self, genome: dict[str, Any]) -> dict[str, Any]:
+        """The state-update rule × the feature map: 4 × 5 families of mixer."""
+        g = self.canonical(genome)
+        return {"rule": g["rule"], "feature_map": g["feature_map"]}
+
     def render(self, genome: dict[str, Any]) -> str:
         g = self.canonical(genome)
         return self.env.get_template("mixer.py.j2").render(

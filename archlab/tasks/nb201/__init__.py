@@ -94,6 +94,11 @@ class NB201Space(DesignSpace):
     def describe(self, genome: dict[str, Any]) -> str:
         return short_name(genome)
 
+    def descriptors(self, genome: dict[str, Any]) -> dict[str, Any]:
+        """How many convolutions and how many skips the cell has (0-6 each): depth of compute against paths."""
+        edges = genome["edges"]
+        return {"convs": sum(op.startswith("nor_conv") for op in edges), "skips": edges.count("skip_connect")}
+
 
 class CellDesign(BaseModel):
     """The cell as data: the op on each edge."""
