@@ -65,24 +65,33 @@ def research(ctx: LabContext, state: ExperimentState) -> dict[str, Any]:
     except LLMError as exc:
         return {"outcome": "failed", "reason": f"researcher: {exc}", "proposals": attempt + 1, "view": view}
     proposal = answer.model_dump()
+    refusal = None
     if k > 1:  # the gate and the surrogate rank the ideas; only the most promising goes on
-        ideas = proposal["ideas"]
-        ranking = rank_ideas(ctx, exp, attempt, ideas)
-        proposal = ideas[ranking["chosen"]]
-        pick = ranking["ideas"][ranking["chosen"]]
-        if pick["refused"]:  # every idea would be refused: back to the researcher before any code
-            refusal = {"layer": "ideas", "neighbour": pick["neighbour"], "campaign": pick["campaign"],
-                       "reason": ("the idea repeats a past experiment" if len(ideas) == 1 else
-                                  f"all {len(ideas)} ideas repeat past experiments") +
-                                 f"; the most promising, {pick['name']!r}, is {pick['refused']}"}
-            ctx.ledger.event(exp, "gate.ideas_refused", {**refusal, "ideas": ranking["ideas"]},
-                             key=f"{exp}:ideas:{attempt}")
-            return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": True,
-                    "rejections": [*rejections, refusal]}
-        if pick["mean"] is not None:
-            proposal["predicted"] = {"mean": pick["mean"], "std": pick["std"]}
-        proposal["alternatives"] = [r for i, r in enumerate(ranking["ideas"]) if i != ranking["chosen"]]
+        proposal, refusal = pick_idea(ctx, exp, attempt, proposal["ideas"])
+    if refusal is not None:  # every idea would be refused: back to the researcher before any code
+        return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": True,
+                "rejections": [*rejections, refusal]}
     parent = proposal.get("parent_id")
     if not (parent in rows and parent < exp):  # made up, or not yet allocated when this one was: dropped
         proposal["parent_id"] = None
     return {"proposal": proposal, "view": view, "proposals": attempt + 1, "error": None, "rethink": False}
+
+
+def pick_idea(ctx: LabContext, exp: int, attempt: int,
+              ideas: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The most promising of several ideas, with what was predicted and the others; and the
+    refusal when even it would be refused (then nothing goes on)."""
+    ranking = rank_ideas(ctx, exp, attempt, ideas)
+    proposal, pick = ideas[ranking["chosen"]], ranking["ideas"][ranking["chosen"]]
+    if pick["refused"]:
+        refusal = {"layer": "ideas", "neighbour": pick["neighbour"], "campaign": pick["campaign"],
+                   "reason": ("the idea repeats a past experiment" if len(ideas) == 1 else
+                              f"all {len(ideas)} ideas repeat past experiments") +
+                             f"; the most promising, {pick['name']!r}, is {pick['refused']}"}
+        ctx.ledger.event(exp, "gate.ideas_refused", {**refusal, "ideas": ranking["ideas"]},
+                         key=f"{exp}:ideas:{attempt}")
+        return proposal, refusal
+    if pick["mean"] is not None:
+        proposal["predicted"] = {"mean": pick["mean"], "std": pick["std"]}
+    proposal["alternatives"] = [r for i, r in enumerate(ranking["ideas"]) if i != ranking["chosen"]]
+    return proposal, None
