@@ -13,6 +13,7 @@ from typing import Any
 
 from archlab.agents import surrogate
 from archlab.agents.context import LabContext
+from archlab.agents.evidence import guarded, ready, ref
 from archlab.memory.vector import proposal_text
 
 MIN_HISTORY = 4  # fewer evaluated experiments than this: no model, the ideas keep the model's own order
@@ -35,15 +36,14 @@ def _embed(ctx: LabContext, texts: list[str]) -> list[list[float]]:
 
 def _refusals(ctx: LabContext, experiment: int, ideas: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
     """Why the gate would refuse each idea before any code ({"reason", "neighbour", "campaign"}), or None."""
-    from archlab.agents.evidence import guarded, ready, ref
-
     known = {surrogate.genome_key(e.proposal["genome"]): e.id for e in ctx.ledger.experiments()
              if e.id != experiment and (e.proposal or {}).get("genome") and e.status != "duplicate"}
     out: list[dict[str, Any] | None] = []
     for idea in ideas:
         twin = known.get(surrogate.genome_key(idea["genome"])) if idea.get("genome") else None
         out.append({"reason": f"the same design as #{twin}", "neighbour": twin} if twin is not None else None)
-    mem = ready(ctx, ("experiments",)) if ctx.memory is not None else None
+    # no memory, or a broken one (logged): no text check
+    mem = guarded(ctx, "idea novelty", lambda: ready(ctx, ("experiments",)), lambda: None)
     if mem is None:
         return out
 
@@ -72,7 +72,10 @@ def _predictions(ctx: LabContext, experiment: int, ideas: list[dict[str, Any]],
         mean, std = surrogate.predict([{"genome": e.proposal["genome"], "score": e.score} for e in rows],
                                       [i["genome"] for i in ideas], seed)
         return [float(v) for v in mean], [float(v) for v in std], "genome", len(rows)
-    vectors = _embed(ctx, [proposal_text(e.proposal) for e in rows] + [proposal_text(i) for i in ideas])
+    vectors = guarded(ctx, "idea embeddings", lambda: _embed(
+        ctx, [proposal_text(e.proposal) for e in rows] + [proposal_text(i) for i in ideas]), lambda: None)
+    if vectors is None:  # the embedder failed (logged): the ideas keep the model's order
+        return None, None, "none", len(rows)
     mean, std = surrogate.fit_predict(vectors[:len(rows)], [e.score for e in rows], vectors[len(rows):], seed)
     return [float(v) for v in mean], [float(v) for v in std], "text", len(rows)
 

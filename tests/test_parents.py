@@ -217,3 +217,33 @@ def test_when_every_idea_repeats_the_past_the_researcher_is_asked_again_before_a
     prompt = retry["request"]["messages"][-1]["content"]
     assert "the idea repeats a past experiment; the most promising, 'again', is the same design as #1" in prompt
     _replays(tmp_path, campaign)
+
+
+def test_ideas_without_a_design_are_ranked_by_their_text(tmp_path, nb201_table):
+    """Free-form ideas (no genome): the surrogate reads their sentence embedding, and an idea whose
+    text repeats a past experiment is a near duplicate, ranked last."""
+    from test_llm_campaign import CELL_A, CELL_B, CELL_C, code
+
+    cells = [CELL_A, CELL_B, CELL_C, CELL_A.replace("ops.skip_connect(x0)", "ops.none(x0)"),
+             CELL_B.replace("ops.nor_conv_3x3(x1)\n    return", "ops.nor_conv_1x1(x1)\n    return")]
+
+    def idea(name: str) -> dict:
+        return {"name": name, "motivation": f"{name} motivation", "design": f"{name} design"}
+
+    rules = [{"step": "analyse:0", "response": "ok"}]
+    for exp, cell in enumerate(cells, 1):
+        ideas = [idea(f"idea-{exp}")] if exp < 5 else [idea("idea-1"), idea("idea-5")]  # #1's text again first
+        rules += [{"step": "research:0", "experiment": exp, "response": json.dumps({"ideas": ideas})},
+                  {"step": "code:0", "experiment": exp, "response": code(cell)}]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"rules": rules}))
+    cfg = load_config(None, env={}, overrides={
+        "workspace": str(tmp_path / "runs"), "task": {"name": "nb201", "table": str(nb201_table)},
+        "llm": {"model": f"scripted/{script}"}, "budget": {"experiments": 5}, "memory": {"embeddings": "hash"},
+        "search": {"baselines": False, "proposals_per_step": 2}})
+    campaign = Campaign.create(cfg)
+    campaign.run()
+    last = next(ev["data"]["value"] for ev in campaign.ledger.events(experiment=5, kind="seen.ideas"))
+    assert last["features"] == "text" and last["fitted_on"] == 4
+    assert last["ideas"][0]["refused"].startswith("a near duplicate of #1 'idea-1'")
+    assert campaign.ledger.get(5).name == "idea-5" and campaign.ledger.get(5).status == "done"
