@@ -110,6 +110,14 @@ class LabContext:
         if budget.usd is not None and spend["usd"] >= budget.usd:
             raise BudgetExceeded(f"USD budget reached (${spend['usd']:.4f} of ${budget.usd:.2f})")
 
+    def evaluated(self, experiment: int, genome: bool = False, order: str = "id") -> list[Any]:
+        """The campaign's evaluated experiments other than `experiment`, in ledger `order`; with `genome`,
+        only those that carry one (the offline strategies and the MAP-Elites archive). The random-control
+        arm's samples stay out: the arms are compared, so neither may feed the other's search."""
+        return [e for e in self.ledger.experiments(status=["done"], order=order)
+                if e.id != experiment and e.score is not None and (e.proposal or {}).get("arm") != "control"
+                and (not genome or (e.proposal or {}).get("genome"))]
+
     def best(self, exclude: int | None = None, origin: tuple[str, ...] | None = None) -> Any:
         """The best evaluated experiment by the task's metric."""
         rows = [e for e in self.ledger.experiments(status=["done"], origin=origin) if e.id != exclude]

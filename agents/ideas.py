@@ -21,9 +21,8 @@ HISTORY = 128    # the latest evaluated experiments the model is fitted on
 
 
 def _evaluated(ctx: LabContext, experiment: int) -> list[Any]:
-    rows = [e for e in ctx.ledger.experiments(status=["done"], order="id")
-            if e.id != experiment and e.score is not None and e.proposal and (e.proposal or {}).get("arm") != "control"]
-    return rows[-HISTORY:]
+    """The latest evaluated experiments that carry a proposal to read (seeds given as code may not)."""
+    return [e for e in ctx.evaluated(experiment) if e.proposal][-HISTORY:]
 
 
 def _embed(ctx: LabContext, texts: list[str]) -> list[list[float]]:

@@ -58,15 +58,6 @@ class Pool:
         return task.ranked(self.rows, lambda r: r["score"], tiebreak=lambda r: r["id"])[:k]
 
 
-def _evaluated(ctx: LabContext, experiment: int, genome: bool) -> list[Any]:
-    """This campaign's evaluated experiments (with a genome, for the offline strategies and the archive),
-    in the order they finished; the random-control arm's samples stay out (the arms are compared, so
-    neither feeds the other)."""
-    return [e for e in ctx.ledger.experiments(status=["done"], order="finished, id")
-            if e.id != experiment and e.score is not None and (not genome or (e.proposal or {}).get("genome"))
-            and (e.proposal or {}).get("arm") != "control"]
-
-
 def _row(e: Any, **extra: Any) -> dict[str, Any]:
     return {"id": e.id, "score": e.score, "genome": (e.proposal or {}).get("genome"), **extra}
 
@@ -86,7 +77,7 @@ def build(ctx: LabContext, experiment: int) -> Pool | None:
     search, task = ctx.config.search, ctx.task
     mode = search.parents
     genome = ctx.strategy != "llm" or mode == "map_elites"
-    rows = _evaluated(ctx, experiment, genome) if mode != "tournament" else []
+    rows = ctx.evaluated(experiment, genome, order="finished, id") if mode != "tournament" else []
     if not rows:
         return None
     if mode == "map_elites":

@@ -16,10 +16,7 @@ def _population(ctx: LabContext, experiment: int, attempt: int) -> list[SimpleNa
     experiments that carry a genome (ageing: the oldest drop out). Remembered with
     their scores and genomes, so a replay needs nothing the original saw later."""
     def latest() -> list[dict[str, Any]]:
-        # The random-control arm's samples stay out: the arms are compared, so neither feeds the other.
-        rows = [e for e in ctx.ledger.experiments(status=["done"], order="finished DESC, id DESC")
-                if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")
-                and (e.proposal or {}).get("arm") != "control"]
+        rows = ctx.evaluated(experiment, genome=True, order="finished DESC, id DESC")
         return [{"id": e.id, "score": e.score, "genome": e.proposal["genome"]}
                 for e in rows[: ctx.config.search.population]]
 

@@ -92,9 +92,7 @@ def acquisition(kind: str, mean: Any, std: Any, best: float, higher: bool) -> An
 def history(ctx: LabContext, experiment: int, attempt: int) -> list[dict[str, Any]]:
     """Every evaluated campaign genome with its score, as the step saw it (remembered)."""
     def evaluated() -> list[dict[str, Any]]:
-        rows = [e for e in ctx.ledger.experiments(status=["done"], order="id")
-                if e.id != experiment and e.score is not None and (e.proposal or {}).get("genome")
-                and (e.proposal or {}).get("arm") != "control"]
+        rows = ctx.evaluated(experiment, genome=True)
         if len(rows) > HISTORY:  # bounded: each step's set is remembered in the ledger for replay
             best = ctx.task.ranked(rows, lambda e: e.score, tiebreak=lambda e: e.id)[: HISTORY // 2]
             chosen = {e.id for e in best} | {e.id for e in rows[-(HISTORY - len(best)):]}
