@@ -1,12 +1,17 @@
 """The surrogate strategy: a model of the design space fitted on what the campaign has
-evaluated ranks many drawn candidates before any compute, and only the most promising is
-trained. The model is scikit-learn's extremely randomised trees; the spread of its trees'
+evaluated ranks candidates before any compute, and only the most promising is trained. The
+candidates ([search] candidates) are by default the untried one-step neighbours of the best
+experiment that has any left, a local search whose order the model sets; or random mutants of
+the elites. Every tenth pick is among fresh uniform samples instead, so the search never
+settles on one family. The model is scikit-learn's extremely randomised trees; the spread of its trees'
 predictions is the uncertainty that expected improvement (scipy.stats) or an upper bound
 trade against the predicted score, where `[search] acquisition` asks for them (the default,
 greedy, measured best on NAS-Bench-201; exploration comes from the fresh samples instead).
 Features are the genome's components one-hot, plus counts for list components (how many
 edges hold each op), so any task pack with a design space has them.
 
+The model fits on the campaign's evaluated experiments and, with `[search]
+learn_from_workspace`, on those of the workspace's other campaigns of the same task settings.
 Everything a step decides from is remembered (ctx.remember: the evaluated genomes and
 scores it fitted on), and the model, the pool and the pick are seeded from the campaign
 seed: resume and replay take the same step."""
@@ -25,6 +30,7 @@ from archlab.tasks.base import genome_tokens
 Tokenizer = Callable[[dict[str, Any]], list[str]]
 
 HISTORY = 256        # at most this many evaluated experiments to fit on: the best half, then the latest
+PRIOR = 256          # and at most this many of the workspace's other campaigns' latest
 POOL_MUTANTS = 160   # mutations (one or two steps) of the elites
 POOL_FRESH = 64      # uniform samples: what keeps the search from collapsing onto one family
 ELITES = 8
@@ -102,6 +108,63 @@ def history(ctx: LabContext, experiment: int, attempt: int) -> list[dict[str, An
     return ctx.remember(experiment, "surrogate_history", attempt, evaluated)
 
 
+def _mutants(space: Any, elites: list[dict[str, Any]], rng: random.Random) -> list[tuple[dict[str, Any], Any]]:
+    """Random mutations (one or two steps) of the elites, each with its parent."""
+    pool = []
+    for _ in range(POOL_MUTANTS):
+        parent = rng.choice(elites)
+        child = space.mutate(parent["genome"], rng)
+        if rng.random() < 0.3:
+            child = space.mutate(child, rng)
+        pool.append((child, parent))
+    return pool
+
+
+def _neighbours(space: Any, order: list[dict[str, Any]], known: set[str]) -> list[tuple[dict[str, Any], Any]] | None:
+    """The untried one-step neighbours of the first experiment in `order` that has any left: a local
+    search around the best, which on NAS-Bench-201's smooth landscape finds the optimum's cluster fast.
+    None: the space does not enumerate neighbours."""
+    for parent in order:
+        near = space.neighbours(parent["genome"])
+        if near is None:
+            return None
+        left = [(g, parent) for g in near if genome_key(g) not in known]
+        if left:
+            return left
+    return []
+
+
+def workspace_prior(ctx: LabContext, experiment: int, attempt: int) -> list[dict[str, Any]]:
+    """The evaluated genomes and scores of the workspace's other campaigns with the same [task] settings
+    (task, preset, table, dataset...): the model starts from what the workspace has learnt. Remembered
+    like the campaign's own, so a replay or resume never reads campaigns that came later."""
+    def compute() -> list[dict[str, Any]]:
+        from archlab.campaign_folder import list_campaigns
+        from archlab.memory.ledger import Ledger
+
+        mine, rows = ctx.config.task.model_dump(mode="json"), []
+        for folder in list_campaigns(ctx.config.workspace):
+            try:
+                same = folder.id != ctx.folder.id and folder.read_config().get("task") == mine
+            except (OSError, ValueError):  # a damaged campaign folder is not this step's to mend
+                same = False
+            if not same or not folder.ledger.exists():
+                continue
+            ledger = Ledger(folder.ledger)
+            try:
+                rows += [{"campaign": folder.id, "id": e.id, "score": e.score, "genome": e.proposal["genome"]}
+                         for e in ledger.experiments(status=["done"], order="finished, id")
+                         if e.score is not None and (e.proposal or {}).get("genome")
+                         and e.proposal.get("arm") != "control"]
+            finally:
+                ledger.close()
+        return rows[-PRIOR:]
+
+    if not ctx.config.search.learn_from_workspace:
+        return []
+    return ctx.remember(experiment, "surrogate_prior", attempt, compute)
+
+
 @dataclass
 class Pick:
     genome: dict[str, Any]
@@ -126,34 +189,32 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
     if selector is not None:  # the mutants' parents from islands, the MAP-Elites archive or the bandit
         elites = selector.elites(task, ELITES, rng)
     known = {genome_key(h["genome"]) for h in seen}
-    pool: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-    for _ in range(POOL_MUTANTS):
-        parent = rng.choice(elites)
-        child = space.mutate(parent["genome"], rng)
-        if rng.random() < 0.3:
-            child = space.mutate(child, rng)
-        pool.append((child, parent))
+    explore = (len(seen) - warmup) % EXPLORE_EVERY == EXPLORE_EVERY - 1
+    local = _neighbours(space, [*elites, *ranked], known) if ctx.config.search.candidates == "neighbours" else None
+    pool = list(local) if local is not None else _mutants(space, elites, rng)
     fresh_from = len(pool)
     pool += [(space.sample(rng), None) for _ in range(POOL_FRESH)]
     unique: dict[str, int] = {}
     for i, (g, _) in enumerate(pool):
         unique.setdefault(genome_key(g), i)
     keep = [i for k, i in unique.items() if k not in known]
-    explore = (len(seen) - warmup) % EXPLORE_EVERY == EXPLORE_EVERY - 1
-    if explore and any(i >= fresh_from for i in keep):
-        keep = [i for i in keep if i >= fresh_from]
+    if (explore or local is not None) and any((i >= fresh_from) == explore for i in keep):
+        keep = [i for i in keep if (i >= fresh_from) == explore]  # the neighbours, or on exploring steps the fresh
     if not keep:  # everything drawn was evaluated already: a fresh sample, the gate decides
         return Pick(space.sample(rng), "surrogate: every drawn candidate was evaluated; uniform sample", view=ids)
-    mean, std = predict(seen, [pool[i][0] for i in keep], rng.randrange(2**31))
+    prior = workspace_prior(ctx, experiment, attempt)
+    mean, std = predict(seen + prior, [pool[i][0] for i in keep], rng.randrange(2**31))
     best = ranked[0]["score"]
     gain = acquisition(ctx.config.search.acquisition, mean, std, best, task.higher())
     pick = max(range(len(keep)), key=lambda j: (float(gain[j]), -j))
     genome, parent = pool[keep[pick]]
     predicted = {k: round(float(v[pick]), 6) for k, v in (("mean", mean), ("std", std))}
-    source = f"a mutation of #{parent['id']}" if parent is not None else "a fresh sample (exploration)"
+    kind = "an untried neighbour" if ctx.config.search.candidates == "neighbours" and local else "a mutation"
+    source = f"{kind} of #{parent['id']}" if parent is not None else "a fresh sample (exploration)"
     if selector is not None:
         source += f" ({selector.note})"
-    motivation = (f"surrogate: extra-trees on {len(seen)} evaluated ranked {len(keep)} drawn candidates "
+    fitted = f"{len(seen)} evaluated" + (f" (+{len(prior)} from the workspace's other campaigns)" if prior else "")
+    motivation = (f"surrogate: extra-trees on {fitted} ranked {len(keep)} candidates "
                   f"({ctx.config.search.acquisition}, best so far {best:.4g}); picked {source}, "
                   f"predicted {task.metric} {predicted['mean']:.4g} ± {predicted['std']:.2g}")
     return Pick(genome, motivation, parent["id"] if parent else None, parent["genome"] if parent else None,

@@ -72,7 +72,12 @@ class CampaignFolder:
         self.config.write_text(json.dumps(snapshot, indent=2, default=str))
 
     def read_config(self) -> dict:
-        return json.loads(self.config.read_text())
+        data = json.loads(self.config.read_text())
+        search = data.get("search")
+        if isinstance(search, dict):  # written before these settings existed: what the surrogate did then
+            search.setdefault("candidates", "mutants")
+            search.setdefault("learn_from_workspace", False)
+        return data
 
 
 def list_campaigns(workspace: Path) -> list[CampaignFolder]:

@@ -161,6 +161,11 @@ class SearchConfig(_Section):
     # The surrogate strategy's pick among the drawn candidates: the highest predicted score (greedy,
     # measured best on NB201), expected improvement, or an upper confidence bound (mean + 1 sd).
     acquisition: Literal["greedy", "ei", "ucb"] = "greedy"
+    # What the surrogate ranks: the untried one-step neighbours of the best experiment that has any left
+    # (a local search the model orders; measured best on NB201), or random mutants of the elites.
+    candidates: Literal["neighbours", "mutants"] = "neighbours"
+    # The surrogate's model also fits on the workspace's other campaigns of the same [task] settings.
+    learn_from_workspace: bool = True
     # How evolution, the surrogate's elites and the LLM's "build on" parent are chosen (agents/parents.py):
     # a tournament among the latest `population`, islands with migration, a MAP-Elites archive over the
     # task's descriptors, or a UCB bandit over parents by how much their children improved.

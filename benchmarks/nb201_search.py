@@ -4,7 +4,8 @@ campaign loop (graph, checkpointer, ledger, gate, process sandbox) on a NAS-Benc
     python benchmarks/nb201_search.py --seeds 50 --budget 300 --datasets cifar10,cifar100,imagenet16 \
         --strategies random,evolution,surrogate,evolution:islands,evolution:map_elites,evolution:ucb
 
-A strategy is `name` or `name:parents` ([search] parents: tournament, islands, map_elites, ucb).
+A strategy is `name`, `name:parents` ([search] parents: tournament, islands, map_elites, ucb) or
+`name:parents:candidates` (the surrogate's [search] candidates: neighbours, mutants), e.g. `surrogate::mutants`.
 
 Prints, per dataset, mean ± std over seeds of the test accuracy of the best-by-validation
 candidate after each of --at evaluated experiments (10, 30, 100, 300 up to the budget), and
@@ -29,11 +30,12 @@ def one_campaign(args: tuple[str, int, str, str, int, tuple[int, ...]]) -> dict:
     from archlab.campaign import Campaign
     from archlab.config import load_config
 
+    name, parents, candidates = (strategy.split(":") + ["", ""])[:3]
     with tempfile.TemporaryDirectory(prefix="nb201-bench-") as tmp:
         cfg = load_config(None, env={}, overrides={
             "workspace": tmp, "task": {"name": "nb201", "table": table, "dataset": dataset},
             "budget": {"experiments": budget}, "memory": {"enabled": False},
-            "search": {"strategy": strategy.partition(":")[0], "parents": strategy.partition(":")[2] or "tournament",
+            "search": {"strategy": name, "parents": parents or "tournament", "candidates": candidates or "neighbours",
                        "seed": seed, "baselines": False}})
         start = time.perf_counter()
         campaign = Campaign.create(cfg)

@@ -40,9 +40,94 @@ def test_surrogate_finds_better_cells_than_random_for_the_same_queries(tmp_path,
             "it mutates elites and still samples fresh cells"
 
 
-@pytest.mark.parametrize("acquisition", ["greedy", "ei"])
-def test_surrogate_campaign_replays_with_zero_divergence(tmp_path, nb201_table, acquisition):
-    campaign = _campaign(tmp_path, nb201_table, "surrogate", 7, 14, parallel=3, acquisition=acquisition)
+def test_the_surrogate_searches_the_untried_neighbours_of_the_best_so_far(tmp_path, nb201_table):
+    """The default candidates: each model-ranked pick changes one edge of the best experiment evaluated
+    before it whose neighbours were not all tried yet; every tenth pick is a fresh sample instead."""
+    campaign = _campaign(tmp_path, nb201_table, "surrogate", 3, 30)
+    space = campaign.ctx.task.space
+    rows = campaign.ledger.experiments(origin=["campaign"], order="id")
+    by_id = {e.id: e for e in rows}
+    tried: set[str] = set()
+    neighbour_picks = 0
+    for n, e in enumerate(rows):
+        before = rows[:n]
+        if n >= 6 and e.parent is not None:
+            parent = by_id[e.parent]
+            assert sum(a != b for a, b in zip(parent.proposal["genome"]["edges"], e.proposal["genome"]["edges"],
+                                              strict=True)) == 1
+            better = [b for b in before if b.score > parent.score]
+            assert all(all(str(g) in tried for g in space.neighbours(b.proposal["genome"])) for b in better), \
+                f"#{e.id} left a better experiment's neighbourhood untried"
+            assert "untried neighbour" in e.proposal["motivation"]
+            neighbour_picks += 1
+        tried.add(str(e.proposal["genome"]))
+    assert neighbour_picks >= 30 - 6 - 3
+    assert sum(e.parent is None for e in rows[6:]) >= 2, "exploration: fresh samples past the warm-up"
+
+
+def test_the_surrogate_learns_from_the_workspace_s_other_campaigns_of_the_same_task(tmp_path, nb201_table):
+    """A second campaign in the workspace fits its model on the first one's results too (same task
+    settings only), says so, remembers them, and replays with zero divergence after more campaigns ran."""
+    def run(seed: int, budget: int, dataset: str = "cifar10"):
+        cfg = load_config(None, env={}, overrides={
+            "workspace": str(tmp_path / "ws"), "task": {"name": "nb201", "table": str(nb201_table), "dataset": dataset},
+            "budget": {"experiments": budget}, "memory": {"enabled": False},
+            "search": {"strategy": "surrogate", "seed": seed, "baselines": False, "population": 6}})
+        campaign = Campaign.create(cfg)
+        campaign.run()
+        return campaign
+
+    first = run(0, 10)
+    other_task = run(1, 8, dataset="cifar100")
+    second = run(2, 9)
+    priors = [ev["data"]["value"] for ev in second.ledger.events(kind="seen.surrogate_prior")]
+    assert priors, "past the warm-up each model-ranked step remembers the workspace's rows it fitted on"
+    assert all({r["campaign"] for r in p} == {first.folder.id} and len(p) == 10 for p in priors), \
+        "only the campaign with the same task settings, all of its evaluated experiments"
+    guided = [e for e in second.ledger.experiments(origin=["campaign"]) if (e.proposal or {}).get("predicted")]
+    assert guided and all("+10 from the workspace's other campaigns" in e.proposal["motivation"] for e in guided)
+    elsewhere = other_task.ledger.events(kind="seen.surrogate_prior")
+    assert elsewhere and all(ev["data"]["value"] == [] for ev in elsewhere), "another dataset's scores stay out"
+    run(3, 6)  # a later campaign: the replay must not see it
+    report = replay(tmp_path / "ws", second.folder.id)
+    assert report.ok, str(report.divergence)
+
+
+def test_a_campaign_from_before_the_candidates_setting_keeps_its_random_mutants(tmp_path, nb201_table):
+    """A surrogate campaign recorded before [search] candidates and learn_from_workspace existed drew random
+    mutants from its own results; resume and replay must take the same steps, so its config reads so."""
+    import json
+
+    campaign = _campaign(tmp_path, nb201_table, "surrogate", 1, 2)
+    data = json.loads(campaign.folder.config.read_text())
+    assert data["search"]["candidates"] == "neighbours"
+    del data["search"]["candidates"], data["search"]["learn_from_workspace"]
+    campaign.folder.config.write_text(json.dumps(data))
+    reopened = Campaign.open(tmp_path / "surrogate-1", campaign.folder.id)
+    assert reopened.config.search.candidates == "mutants" and not reopened.config.search.learn_from_workspace
+
+
+@pytest.mark.parametrize("task", ["nb201", "lm"])
+def test_a_space_s_neighbours_are_exactly_what_one_mutation_reaches(task, nb201_table):
+    import json
+    import random
+
+    from archlab.tasks import get_task
+
+    space = get_task(task, {"table": str(nb201_table)} if task == "nb201" else {}).space
+    rng = random.Random(0)
+    for _ in range(5):
+        genome = space.sample(rng)
+        near = [json.dumps(g, sort_keys=True) for g in space.neighbours(genome)]
+        assert len(near) == len(set(near)) and json.dumps(genome, sort_keys=True) not in near
+        assert {json.dumps(space.mutate(genome, rng), sort_keys=True) for _ in range(400)} == set(near)
+
+
+@pytest.mark.parametrize("acquisition,candidates", [("greedy", "neighbours"), ("ei", "neighbours"),
+                                                    ("greedy", "mutants")])
+def test_surrogate_campaign_replays_with_zero_divergence(tmp_path, nb201_table, acquisition, candidates):
+    campaign = _campaign(tmp_path, nb201_table, "surrogate", 7, 14, parallel=3, acquisition=acquisition,
+                         candidates=candidates)
     report = replay(tmp_path / "surrogate-7", campaign.folder.id)
     assert report.ok, str(report.divergence)
     assert len(report.experiments) == len(campaign.ledger.experiments())

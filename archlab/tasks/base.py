@@ -62,6 +62,11 @@ class DesignSpace(ABC):
     def describe(self, genome: dict[str, Any]) -> str:
         """A short human name for the genome (used as the proposal name)."""
 
+    def neighbours(self, genome: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every genome one `mutate` away, in a fixed order: the local search the surrogate ranks
+        ([search] candidates = "neighbours"). None: the space does not enumerate them (random mutants instead)."""
+        return None
+
     def descriptors(self, genome: dict[str, Any]) -> dict[str, Any] | None:
         """Behaviour descriptors of a genome, the cells of a MAP-Elites archive ([search] parents =
         "map_elites"): a few coarse values each. None: the space declares none."""

@@ -61,6 +61,18 @@ class LMSpace(DesignSpace):
             child["decay"] = rng.choice(CHOICES["decay"])
         return self.canonical(child)
 
+    def neighbours(self, genome: dict[str, Any]) -> list[dict[str, Any]]:
+        """What `mutate` can reach; a rule that gains a decay gets each decay in turn."""
+        parent, out = self.canonical(genome), []
+        for key in self.components(parent):
+            for value in CHOICES[key]:
+                if value == parent[key]:
+                    continue
+                child = {**parent, key: value}
+                decays = CHOICES["decay"] if child["rule"] in DECAYED and child["decay"] is None else (child["decay"],)
+                out += [self.canonical({**child, "decay": d}) for d in decays]
+        return out
+
     def describe(self, genome: dict[str, Any]) -> str:
         g = self.canonical(genome)
         rule = ABBREV.get(g["rule"], g["rule"]) + (f"[{g['decay']}]" if g["decay"] else "")

@@ -87,6 +87,10 @@ class NB201Space(DesignSpace):
         edges[i] = rng.choice([op for op in OPS if op != edges[i]])
         return {"edges": edges}
 
+    def neighbours(self, genome: dict[str, Any]) -> list[dict[str, Any]]:
+        edges = list(genome["edges"])
+        return [{"edges": [*edges[:i], op, *edges[i + 1:]]} for i in range(len(edges)) for op in OPS if op != edges[i]]
+
     def render(self, genome: dict[str, Any]) -> str:
         # Every edge is written, `none` included, so each node is referenced and the code maps 1:1 to the arch.
         return _template().render(e=list(genome["edges"]), arch=genome_to_arch(genome))
