@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     ap.add_argument("--datasets", default="cifar10", help="comma-separated: cifar10,cifar100,imagenet16")
     ap.add_argument("--seeds", type=int, default=50)
+    ap.add_argument("--first-seed", type=int, default=0, help="campaign seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--budget", type=int, default=100)
     ap.add_argument("--at", default="10,30,100,300", help="query counts to report (those within the budget)")
     ap.add_argument("--workers", type=int, default=2)
@@ -68,13 +69,13 @@ def main() -> None:
     at = tuple(n for n in map(int, args.at.split(",")) if n <= args.budget)
     strategies, datasets = args.strategies.split(","), args.datasets.split(",")
     jobs = [(s, seed, str(args.table), d, args.budget, at) for d in datasets for s in strategies
-            for seed in range(args.seeds)]
+            for seed in range(args.first_seed, args.first_seed + args.seeds)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(one_campaign, jobs))
     total = time.perf_counter() - t0
-    print(f"NB201, {args.seeds} seeds, budget {args.budget}, table {args.table.name}; test accuracy of the "
-          f"best-by-validation candidate, mean ± std over seeds")
+    print(f"NB201, {args.seeds} seeds from {args.first_seed}, budget {args.budget}, table {args.table.name}; "
+          f"test accuracy of the best-by-validation candidate, mean ± std over seeds")
     for d in datasets:
         print(f"{d:<11}" + "".join(f"{'@' + str(n):>16}" for n in at) + f" {'reused/run':>11} {'s/experiment':>13}")
         for strategy in strategies:
