@@ -29,6 +29,15 @@ def job_limits(task: Any, sandbox: Any, kind: str) -> Any:
                                         ("cpus", sandbox.cpus)) if v is not None})
 
 
+def evaluated_in(ledger: Ledger, genome: bool = False, order: str = "id") -> list[Any]:
+    """A ledger's evaluated experiments in `order`; with `genome`, only those that carry one (the offline
+    strategies and the MAP-Elites archive). The random-control arm's samples stay out: the arms are
+    compared, so neither may feed the other's search."""
+    return [e for e in ledger.experiments(status=["done"], order=order)
+            if e.score is not None and (e.proposal or {}).get("arm") != "control"
+            and (not genome or (e.proposal or {}).get("genome"))]
+
+
 @dataclass
 class LabContext:
     config: Config
@@ -111,12 +120,8 @@ class LabContext:
             raise BudgetExceeded(f"USD budget reached (${spend['usd']:.4f} of ${budget.usd:.2f})")
 
     def evaluated(self, experiment: int, genome: bool = False, order: str = "id") -> list[Any]:
-        """The campaign's evaluated experiments other than `experiment`, in ledger `order`; with `genome`,
-        only those that carry one (the offline strategies and the MAP-Elites archive). The random-control
-        arm's samples stay out: the arms are compared, so neither may feed the other's search."""
-        return [e for e in self.ledger.experiments(status=["done"], order=order)
-                if e.id != experiment and e.score is not None and (e.proposal or {}).get("arm") != "control"
-                and (not genome or (e.proposal or {}).get("genome"))]
+        """The campaign's evaluated experiments other than `experiment` (see `evaluated_in`)."""
+        return [e for e in evaluated_in(self.ledger, genome, order) if e.id != experiment]
 
     def best(self, exclude: int | None = None, origin: tuple[str, ...] | None = None) -> Any:
         """The best evaluated experiment by the task's metric."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archlab.agents import parents
-from archlab.agents.context import LabContext
+from archlab.agents.context import LabContext, evaluated_in
 from archlab.tasks.base import genome_tokens
 
 Tokenizer = Callable[[dict[str, Any]], list[str]]
@@ -153,9 +153,7 @@ def workspace_prior(ctx: LabContext, experiment: int, attempt: int) -> list[dict
             ledger = Ledger(folder.ledger)
             try:
                 rows += [{"campaign": folder.id, "id": e.id, "score": e.score, "genome": e.proposal["genome"]}
-                         for e in ledger.experiments(status=["done"], order="finished, id")
-                         if e.score is not None and (e.proposal or {}).get("genome")
-                         and e.proposal.get("arm") != "control"]
+                         for e in evaluated_in(ledger, genome=True, order="finished, id")]
             finally:
                 ledger.close()
         return rows[-PRIOR:]
@@ -209,7 +207,7 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
     pick = max(range(len(keep)), key=lambda j: (float(gain[j]), -j))
     genome, parent = pool[keep[pick]]
     predicted = {k: round(float(v[pick]), 6) for k, v in (("mean", mean), ("std", std))}
-    kind = "an untried neighbour" if ctx.config.search.candidates == "neighbours" and local else "a mutation"
+    kind = "an untried neighbour" if local else "a mutation"
     source = f"{kind} of #{parent['id']}" if parent is not None else "a fresh sample (exploration)"
     if selector is not None:
         source += f" ({selector.note})"
