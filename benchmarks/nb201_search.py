@@ -11,15 +11,22 @@ Prints, per dataset, mean ± std over seeds of the test accuracy of the best-by-
 candidate after each of --at evaluated experiments (10, 30, 100, 300 up to the budget), and
 the loop's overhead per experiment. Every strategy runs under the same campaign seeds.
 Protocol as in the literature: the search sees validation only.
+
+With --out FILE each finished campaign is appended to FILE (one JSON line) as it ends, the
+campaigns already in FILE are not run again, and the table covers every line in FILE that
+matches the arguments: a long run can be stopped and continued, or split over machines.
+Campaigns run lowest seed first, so a run stopped early still compares the strategies
+under the same seeds.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_genius_combined.csv.gz"
@@ -53,6 +60,20 @@ def one_campaign(args: tuple[str, int, str, str, int, tuple[int, ...]]) -> dict:
             "evaluated": len(rows), "reused": reused, "wall_s": wall}
 
 
+def previous_results(path: Path, budget: int, table: str) -> dict[tuple[str, str, int], dict]:
+    """The campaigns of an earlier --out run with the same budget and table (by file name: the
+    folder may differ between machines), by (strategy, dataset, seed)."""
+    if not path.exists():
+        return {}
+    found = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r["budget"] == budget and Path(r["table"]).name == Path(table).name:
+            r["at"] = {int(n): v for n, v in r["at"].items()}
+            found[(r["strategy"], r["dataset"], r["seed"])] = r
+    return found
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
@@ -63,27 +84,43 @@ def main() -> None:
     ap.add_argument("--at", default="10,30,100,300", help="query counts to report (those within the budget)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default="random,evolution,surrogate")
+    ap.add_argument("--out", type=Path, help="append each campaign's result here; skip those already in it")
     args = ap.parse_args()
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (CSV with arch and <dataset>_val/_test columns)")
     at = tuple(n for n in map(int, args.at.split(",")) if n <= args.budget)
     strategies, datasets = args.strategies.split(","), args.datasets.split(",")
-    jobs = [(s, seed, str(args.table), d, args.budget, at) for d in datasets for s in strategies
-            for seed in range(args.first_seed, args.first_seed + args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    done = previous_results(args.out, args.budget, str(args.table)) if args.out else {}
+    results = [r for key, r in done.items() if key[0] in strategies and key[1] in datasets and key[2] in seeds]
+    jobs = [(s, seed, str(args.table), d, args.budget, at) for seed in seeds for d in datasets for s in strategies
+            if (s, d, seed) not in done]
+    print(f"{len(jobs)} campaigns to run, {len(results)} read from {args.out}" if args.out else
+          f"{len(jobs)} campaigns to run", flush=True)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        results = list(pool.map(one_campaign, jobs))
+        for future in as_completed([pool.submit(one_campaign, job) for job in jobs]):
+            result = future.result()
+            results.append(result)
+            if args.out:
+                with args.out.open("a") as f:
+                    f.write(json.dumps({**result, "budget": args.budget, "table": str(args.table)}) + "\n")
     total = time.perf_counter() - t0
-    print(f"NB201, {args.seeds} seeds from {args.first_seed}, budget {args.budget}, table {args.table.name}; "
+    n_seeds = len({r["seed"] for r in results})
+    print(f"NB201, {n_seeds} seeds from {args.first_seed}, budget {args.budget}, table {args.table.name}; "
           f"test accuracy of the best-by-validation candidate, mean ± std over seeds")
     for d in datasets:
-        print(f"{d:<11}" + "".join(f"{'@' + str(n):>16}" for n in at) + f" {'reused/run':>11} {'s/experiment':>13}")
+        print(f"{d:<11}" + "".join(f"{'@' + str(n):>16}" for n in at)
+              + f" {'reused/run':>11} {'s/experiment':>13} {'seeds':>6}")
         for strategy in strategies:
             rs = [r for r in results if r["strategy"] == strategy and r["dataset"] == d]
+            if not rs:
+                continue
             cells = "".join(f"{statistics.mean(v):>9.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:<4.2f}"
                             for n in at if (v := [r["at"][n] for r in rs]))
             per_exp = statistics.mean(r["wall_s"] / max(1, r["evaluated"]) for r in rs)
-            print(f"  {strategy:<21}{cells} {statistics.mean(r['reused'] for r in rs):>11.1f} {per_exp:>13.3f}")
+            reused = statistics.mean(r["reused"] for r in rs)
+            print(f"  {strategy:<21}{cells} {reused:>11.1f} {per_exp:>13.3f} {len(rs):>6}")
     print(f"total {total:.0f} s on {args.workers} workers")
 
 
