@@ -17,6 +17,7 @@ scores it fitted on), and the model, the pool and the pick are seeded from the c
 seed: resume and replay take the same step."""
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -40,6 +41,11 @@ TREES = 64
 
 def genome_key(genome: dict[str, Any]) -> str:
     return json.dumps(genome, sort_keys=True)
+
+
+def tried_key(genome: dict[str, Any]) -> str:
+    """A short digest of the genome: what `tried` holds, so remembering all of a long campaign stays small."""
+    return hashlib.sha1(genome_key(genome).encode()).hexdigest()[:16]
 
 
 def features(genomes: list[dict[str, Any]], vocabulary: list[str], tokenize: Tokenizer = genome_tokens) -> Any:
@@ -108,6 +114,17 @@ def history(ctx: LabContext, experiment: int, attempt: int) -> list[dict[str, An
     return ctx.remember(experiment, "surrogate_history", attempt, evaluated)
 
 
+def tried(ctx: LabContext, experiment: int, attempt: int, seen: list[dict[str, Any]]) -> set[str]:
+    """Every evaluated genome of the campaign, as `tried_key`s: what a pick must not repeat. A history
+    of under HISTORY // 2 is all of them; a capped one (at least its best half) leaves some out, and a
+    pick among those would be refused by the gate on every attempt, so the rest is remembered then."""
+    known = {tried_key(h["genome"]) for h in seen}
+    if len(seen) < HISTORY // 2:
+        return known
+    return known | set(ctx.remember(experiment, "surrogate_tried", attempt, lambda: sorted(
+        {tried_key(e.proposal["genome"]) for e in ctx.evaluated(experiment, genome=True)} - known)))
+
+
 def _mutants(space: Any, elites: list[dict[str, Any]], rng: random.Random) -> list[tuple[dict[str, Any], Any]]:
     """Random mutations (one or two steps) of the elites, each with its parent."""
     pool = []
@@ -128,7 +145,7 @@ def _neighbours(space: Any, order: list[dict[str, Any]], known: set[str]) -> lis
         near = space.neighbours(parent["genome"])
         if near is None:
             return None
-        left = [(g, parent) for g in near if genome_key(g) not in known]
+        left = [(g, parent) for g in near if tried_key(g) not in known]
         if left:
             return left
     return []
@@ -186,7 +203,7 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
     selector = parents.pool(ctx, experiment, attempt) if ctx.config.search.parents != "tournament" else None
     if selector is not None:  # the mutants' parents from islands, the MAP-Elites archive or the bandit
         elites = selector.elites(task, ELITES, rng)
-    known = {genome_key(h["genome"]) for h in seen}
+    known = tried(ctx, experiment, attempt, seen)
     explore = (len(seen) - warmup) % EXPLORE_EVERY == EXPLORE_EVERY - 1
     local = _neighbours(space, [*elites, *ranked], known) if ctx.config.search.candidates == "neighbours" else None
     pool = list(local) if local is not None else _mutants(space, elites, rng)
@@ -194,7 +211,7 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
     pool += [(space.sample(rng), None) for _ in range(POOL_FRESH)]
     unique: dict[str, int] = {}
     for i, (g, _) in enumerate(pool):
-        unique.setdefault(genome_key(g), i)
+        unique.setdefault(tried_key(g), i)
     keep = [i for k, i in unique.items() if k not in known]
     if (explore or local is not None) and any((i >= fresh_from) == explore for i in keep):
         keep = [i for i in keep if (i >= fresh_from) == explore]  # the neighbours, or on exploring steps the fresh

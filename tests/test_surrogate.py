@@ -133,3 +133,22 @@ def test_surrogate_campaign_replays_with_zero_divergence(tmp_path, nb201_table, 
     assert len(report.experiments) == len(campaign.ledger.experiments())
     remembered = [ev for ev in campaign.ledger.events(kind="seen.surrogate_history")]
     assert remembered, "the evaluated set each step fitted on is remembered, so a replay needs nothing later"
+
+
+def test_past_its_fitting_window_the_surrogate_still_never_repeats_an_evaluated_cell(tmp_path, nb201_table,
+                                                                                     monkeypatch):
+    """The model fits on at most HISTORY experiments; the cells left out of that window are still
+    tried ones. Were they forgotten, the best's neighbourhood would offer them again, the gate would
+    refuse each on every attempt and the campaign would fail its remaining experiments."""
+    from archlab.agents import surrogate
+
+    monkeypatch.setattr(surrogate, "HISTORY", 8)
+    campaign = _campaign(tmp_path, nb201_table, "surrogate", 5, 40)
+    counts = campaign.ledger.counts()
+    assert counts.get("done") == 40 and not counts.get("failed"), counts
+    genomes = [str(e.proposal["genome"]) for e in campaign.ledger.experiments(status=["done"], origin=["campaign"])]
+    assert len(set(genomes)) == len(genomes)
+    assert any(ev["data"]["value"] for ev in campaign.ledger.events(kind="seen.surrogate_tried")), \
+        "the tried cells outside the window are remembered"
+    report = replay(tmp_path / "surrogate-5", campaign.folder.id)
+    assert report.ok, str(report.divergence)
