@@ -4,11 +4,13 @@ the gate and the surrogate rank the researcher's ideas and only the most promisi
 The gate's part: an idea that repeats an evaluated genome, or whose text is a near duplicate
 (at or above `[memory] near_duplicate`) of a past experiment, would be refused; it is ranked
 last. The surrogate's part: extra-trees (agents/surrogate.py) fitted on this campaign's
-evaluated experiments predict each idea's score, from the genome where every idea and every
+evaluated experiments (and, with `[search] learn_from_workspace`, on those of the workspace's
+other campaigns of the same task settings) predict each idea's score, from the genome where every idea and every
 past experiment has one, else from the sentence embedding of its text (name, motivation,
 design). The ranking is remembered (ctx.remember, "ideas"), so resume and replay keep the pick."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from archlab.agents import surrogate
@@ -62,32 +64,59 @@ def _refusals(ctx: LabContext, experiment: int, ideas: list[dict[str, Any]]) -> 
     return out
 
 
-def _predictions(ctx: LabContext, experiment: int, ideas: list[dict[str, Any]],
-                 seed: int) -> tuple[list[float] | None, list[float] | None, str, int]:
-    rows = _evaluated(ctx, experiment)
-    if len(rows) < MIN_HISTORY:
-        return None, None, "none", len(rows)
-    if all(i.get("genome") for i in ideas) and all(e.proposal.get("genome") for e in rows):
-        mean, std = surrogate.predict([{"genome": e.proposal["genome"], "score": e.score} for e in rows],
-                                      [i["genome"] for i in ideas], seed)
-        return [float(v) for v in mean], [float(v) for v in std], "genome", len(rows)
+def _workspace(ctx: LabContext) -> list[Any]:
+    """With [search] learn_from_workspace, the evaluated experiments of the workspace's other campaigns of
+    the same task settings: the model starts from what the workspace has learnt, as the surrogate's does."""
+    if not ctx.config.search.learn_from_workspace:
+        return []
+    return [e for _, e in surrogate.workspace_evaluated(ctx, genome=False) if e.proposal]
+
+
+@dataclass
+class Predictions:
+    mean: list[float] | None  # each idea's predicted score (None: no model)
+    std: list[float] | None   # and the spread of the trees' predictions
+    features: str             # genome, text or none
+    fitted_on: int            # the campaign's experiments the model fitted on
+    prior: list[float]        # the scores of the workspace's experiments it fitted on too
+
+
+def _predictions(ctx: LabContext, experiment: int, ideas: list[dict[str, Any]], seed: int) -> Predictions:
+    rows, prior = _evaluated(ctx, experiment), _workspace(ctx)
+    by_genome = all(i.get("genome") for i in ideas) and all(e.proposal.get("genome") for e in rows)
+    if by_genome:
+        prior = [e for e in prior if e.proposal.get("genome")]
+    history = rows + prior
+
+    def found(mean: Any = None, std: Any = None, features: str = "none") -> Predictions:
+        return Predictions(None if mean is None else [float(v) for v in mean],
+                           None if std is None else [float(v) for v in std], features, len(rows),
+                           [e.score for e in prior])
+
+    if len(history) < MIN_HISTORY:
+        return found()
+    if by_genome:
+        return found(*surrogate.predict([{"genome": e.proposal["genome"], "score": e.score} for e in history],
+                                        [i["genome"] for i in ideas], seed), "genome")
     vectors = guarded(ctx, "idea embeddings", lambda: _embed(
-        ctx, [proposal_text(e.proposal) for e in rows] + [proposal_text(i) for i in ideas]), lambda: None)
+        ctx, [proposal_text(e.proposal) for e in history] + [proposal_text(i) for i in ideas]), lambda: None)
     if vectors is None:  # the embedder failed (logged): the ideas keep the model's order
-        return None, None, "none", len(rows)
-    mean, std = surrogate.fit_predict(vectors[:len(rows)], [e.score for e in rows], vectors[len(rows):], seed)
-    return [float(v) for v in mean], [float(v) for v in std], "text", len(rows)
+        return found()
+    return found(*surrogate.fit_predict(vectors[:len(history)], [e.score for e in history], vectors[len(history):],
+                                        seed), "text")
 
 
 def rank(ctx: LabContext, experiment: int, attempt: int, ideas: list[dict[str, Any]]) -> dict[str, Any]:
-    """{"chosen": index, "ideas": [{name, mean, std, refused}], "features", "fitted_on"}, remembered."""
+    """{"chosen": index, "ideas": [{name, mean, std, refused}], "features", "fitted_on", "prior" (the
+    workspace's experiments fitted on, where any)}, remembered."""
     def compute() -> dict[str, Any]:
         import numpy as np
 
         refused = _refusals(ctx, experiment, ideas)
-        mean, std, kind, fitted = _predictions(ctx, experiment, ideas, ctx.seed(experiment, "ideas", attempt))
-        gain = None if mean is None else surrogate.acquisition(
-            ctx.config.search.acquisition, np.array(mean), np.array(std), _best(ctx, experiment), ctx.task.higher())
+        p = _predictions(ctx, experiment, ideas, ctx.seed(experiment, "ideas", attempt))
+        gain = None if p.mean is None else surrogate.acquisition(
+            ctx.config.search.acquisition, np.array(p.mean), np.array(p.std), _best(ctx, experiment, p.prior),
+            ctx.task.higher())
 
         def key(i: int) -> tuple[bool, float, int]:  # not refused first, then the acquisition, then the model's order
             return (refused[i] is not None, -(float(gain[i]) if gain is not None else 0.0), i)
@@ -95,13 +124,19 @@ def rank(ctx: LabContext, experiment: int, attempt: int, ideas: list[dict[str, A
         table = [{"name": str(idea.get("name", ""))[:120], "refused": refused[i]["reason"] if refused[i] else None,
                   "neighbour": refused[i]["neighbour"] if refused[i] else None,
                   "campaign": refused[i].get("campaign") if refused[i] else None,
-                  "mean": round(mean[i], 6) if mean else None, "std": round(std[i], 6) if std else None}
+                  "mean": round(p.mean[i], 6) if p.mean else None, "std": round(p.std[i], 6) if p.std else None}
                  for i, idea in enumerate(ideas)]
-        return {"chosen": min(range(len(ideas)), key=key), "ideas": table, "features": kind, "fitted_on": fitted}
+        return {"chosen": min(range(len(ideas)), key=key), "ideas": table, "features": p.features,
+                "fitted_on": p.fitted_on, **({"prior": len(p.prior)} if p.prior else {})}
 
     return ctx.remember(experiment, "ideas", attempt, compute)
 
 
-def _best(ctx: LabContext, experiment: int) -> float:
+def _best(ctx: LabContext, experiment: int, prior: list[float]) -> float:
+    """The campaign's best score; before it has one, the best of the workspace's it fitted on."""
     best = ctx.best(exclude=experiment)
-    return best.score if best is not None else 0.0
+    if best is not None:
+        return best.score
+    if prior:
+        return max(prior) if ctx.task.higher() else min(prior)
+    return 0.0

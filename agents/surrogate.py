@@ -151,33 +151,37 @@ def _neighbours(space: Any, order: list[dict[str, Any]], known: set[str]) -> lis
     return []
 
 
+def workspace_evaluated(ctx: LabContext, genome: bool = True) -> list[tuple[str, Any]]:
+    """(campaign id, experiment) for the evaluated experiments of the workspace's other campaigns with the
+    same [task] settings (task, preset, table, dataset...), each campaign's in the order they finished,
+    the latest PRIOR: what the workspace has learnt. `genome`: only those that carry one."""
+    from archlab.campaign_folder import list_campaigns
+    from archlab.memory.ledger import Ledger
+
+    mine, rows = ctx.config.task.model_dump(mode="json"), []
+    for folder in list_campaigns(ctx.config.workspace):
+        try:
+            same = folder.id != ctx.folder.id and folder.read_config().get("task") == mine
+        except (OSError, ValueError):  # a damaged campaign folder is not this step's to mend
+            same = False
+        if not same or not folder.ledger.exists():
+            continue
+        ledger = Ledger(folder.ledger)
+        try:
+            rows += [(folder.id, e) for e in evaluated_in(ledger, genome=genome, order="finished, id")]
+        finally:
+            ledger.close()
+    return rows[-PRIOR:]
+
+
 def workspace_prior(ctx: LabContext, experiment: int, attempt: int) -> list[dict[str, Any]]:
-    """The evaluated genomes and scores of the workspace's other campaigns with the same [task] settings
-    (task, preset, table, dataset...): the model starts from what the workspace has learnt. Remembered
+    """The workspace's evaluated genomes and scores (`workspace_evaluated`) the model starts from. Remembered
     like the campaign's own, so a replay or resume never reads campaigns that came later."""
-    def compute() -> list[dict[str, Any]]:
-        from archlab.campaign_folder import list_campaigns
-        from archlab.memory.ledger import Ledger
-
-        mine, rows = ctx.config.task.model_dump(mode="json"), []
-        for folder in list_campaigns(ctx.config.workspace):
-            try:
-                same = folder.id != ctx.folder.id and folder.read_config().get("task") == mine
-            except (OSError, ValueError):  # a damaged campaign folder is not this step's to mend
-                same = False
-            if not same or not folder.ledger.exists():
-                continue
-            ledger = Ledger(folder.ledger)
-            try:
-                rows += [{"campaign": folder.id, "id": e.id, "score": e.score, "genome": e.proposal["genome"]}
-                         for e in evaluated_in(ledger, genome=True, order="finished, id")]
-            finally:
-                ledger.close()
-        return rows[-PRIOR:]
-
     if not ctx.config.search.learn_from_workspace:
         return []
-    return ctx.remember(experiment, "surrogate_prior", attempt, compute)
+    return ctx.remember(experiment, "surrogate_prior", attempt, lambda: [
+        {"campaign": campaign, "id": e.id, "score": e.score, "genome": e.proposal["genome"]}
+        for campaign, e in workspace_evaluated(ctx)])
 
 
 @dataclass

@@ -171,6 +171,27 @@ def test_the_surrogate_picks_the_most_promising_of_the_models_ideas(tmp_path, nb
     _replays(tmp_path, campaign)
 
 
+def test_a_second_campaign_ranks_its_first_ideas_on_what_the_workspace_learnt(tmp_path, nb201_table):
+    """[search] learn_from_workspace: the ideas' model also fits on the workspace's other campaigns of the
+    same task settings, so a second campaign ranks its ideas from its first experiment on (alone it needs 4
+    of its own), and replays with zero divergence after a later campaign ran."""
+    first = _llm_campaign(tmp_path, nb201_table, _ideas_rules(8, seed=0)[0], 8)
+    rules, offered = _ideas_rules(3, seed=1)
+    second = _llm_campaign(tmp_path, nb201_table, rules, 3)
+    alone = _llm_campaign(tmp_path, nb201_table, rules, 3, learn_from_workspace=False)
+    for exp in (1, 2, 3):
+        ranking = second.ledger.events(experiment=exp, kind="seen.ideas")[-1]["data"]["value"]
+        assert ranking["features"] == "genome" and ranking["fitted_on"] == exp - 1
+        assert ranking["prior"] == len(first.ledger.experiments(status=["done"])) == 8
+        means = [r["mean"] for r in ranking["ideas"]]
+        assert means[ranking["chosen"]] == max(means)
+        assert second.ledger.get(exp).proposal["genome"]["edges"] == offered[exp][ranking["chosen"]]
+        unranked = alone.ledger.events(experiment=exp, kind="seen.ideas")[-1]["data"]["value"]
+        assert unranked["features"] == "none" and "prior" not in unranked and unranked["chosen"] == 0
+    _llm_campaign(tmp_path, nb201_table, _ideas_rules(2, seed=2)[0], 2)  # a later campaign: the replay must not see it
+    _replays(tmp_path, second)
+
+
 def test_an_idea_the_gate_would_refuse_is_ranked_last(tmp_path, nb201_table):
     """Experiment 2 offers #1's cell again first: the gate's hash would refuse it, so it is not the pick."""
     cell = ["nor_conv_3x3"] * 6
