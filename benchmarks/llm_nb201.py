@@ -17,6 +17,8 @@ scripts/local_model.py). Prints, per strategy, mean ± std over seeds of the tes
 accuracy of the best-by-validation evaluated candidate (the literature's protocol;
 the search sees validation only), and for the LLM the valid-proposal rate (research
 answers that validated), the evaluated rate, tokens and seconds per experiment.
+Campaigns go to --out; run again with the same --out, a campaign left unfinished (stopped,
+killed) is continued from its checkpoints and a finished one is only read.
 A 0.5B model is not expected to beat GENIUS's GPT-4 (93.79 ± 0.09 at 10 queries on
 CIFAR-10); the point is an honest figure through the real path.
 """
@@ -28,8 +30,8 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO.parent / "shared" / "data" / "nb201" / "nb201_genius_combined.csv.gz"
@@ -38,9 +40,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | None, api_base: str | None,
              out: Path, coder: bool, ideas: int = 1) -> dict:
-    from archlab.campaign import Campaign
-    from archlab.config import load_config
-
     name = strategy
     strategy, filtered = strategy.removesuffix("+filter"), strategy.endswith("+filter")
     over = {"workspace": str(out / f"{name}-{seed}"), "task": {"name": "nb201", "table": str(table)},
@@ -50,10 +49,9 @@ def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | N
         # A 0.5B model on 2 CPU cores takes 30-90 s a call, more while other work shares the cores.
         over["llm"] = {"model": model, "api_base": api_base, "timeout_s": 900, "max_tokens": {"analyse": 300},
                        "code_from_design": not coder}
-    start = time.perf_counter()
-    c = Campaign.create(load_config(None, env={}, overrides=over))
+    c = _open_or_create(over)
     summary = c.run()
-    wall = time.perf_counter() - start
+    wall = summary.spend["wall_s"]  # every run of the campaign, where it was stopped and continued
     rows = c.ledger.experiments(origin=["campaign"])
     done = [e for e in rows if e.status == "done" and e.metrics]
     best = max(done, key=lambda e: e.metrics["val_acc"]) if done else None
@@ -68,13 +66,29 @@ def campaign(strategy: str, seed: int, table: Path, queries: int, model: str | N
             "paused": summary.paused}
 
 
+def _open_or_create(over: dict) -> Any:
+    """The campaign of an earlier, stopped run of this benchmark in the same --out, continued where it
+    stopped (the server's address is this run's); else a new one."""
+    from archlab.campaign import Campaign
+    from archlab.campaign_folder import list_campaigns
+    from archlab.config import load_config
+
+    found = list_campaigns(Path(over["workspace"]))
+    if not found:
+        return Campaign.create(load_config(None, env={}, overrides=over))
+    print(f"continuing {found[-1].id} in {over['workspace']}", file=sys.stderr, flush=True)
+    llm = {k: v for k, v in over.get("llm", {}).items() if k in ("model", "api_base")}
+    return Campaign.open(Path(over["workspace"]), found[-1].id, overrides={"llm": llm} if llm else None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--model", default=None, help="default: the local test model, openai/qwen2.5-coder-0.5b")
-    ap.add_argument("--out", type=Path, default=None, help="where the campaigns go (default: a new temp folder)")
+    ap.add_argument("--out", type=Path, default=None, help="where the campaigns go (default: a new temp folder); "
+                    "a campaign an earlier run left there unfinished is continued, a finished one is read")
     ap.add_argument("--api-base", default=None, help="default: start llama.cpp's server with the test model")
     ap.add_argument("--coder", action="store_true",
                     help="the coder writes each cell too (default: the researcher's genome is rendered by the "
