@@ -3,10 +3,14 @@ evaluated ranks candidates before any compute, and only the most promising is tr
 candidates ([search] candidates) are by default the untried one-step neighbours of the best
 experiment that has any left, a local search whose order the model sets; or random mutants of
 the elites. Every tenth pick is among fresh uniform samples instead, so the search never
-settles on one family. The model is scikit-learn's extremely randomised trees; the spread of its trees'
-predictions is the uncertainty that expected improvement (scipy.stats) or an upper bound
-trade against the predicted score, where `[search] acquisition` asks for them (the default,
-greedy, measured best on NAS-Bench-201; exploration comes from the fresh samples instead).
+settles on one family; and a local search that has gone `[search] restart_after` evaluated
+experiments without beating its own best starts again from a uniform sample, since past that
+the model, fitted where the search dwelt, only ranks that basin's cells first.
+
+The model is scikit-learn's extremely randomised trees; the spread of its trees' predictions
+is the uncertainty that expected improvement (scipy.stats) or an upper bound trade against
+the predicted score, where `[search] acquisition` asks for them (the default, greedy, measured
+best on NAS-Bench-201; exploration comes from the fresh samples and restarts instead).
 Features are the genome's components one-hot, plus counts for list components (how many
 edges hold each op), so any task pack with a design space has them.
 
@@ -125,6 +129,30 @@ def tried(ctx: LabContext, experiment: int, attempt: int, seen: list[dict[str, A
         {tried_key(e.proposal["genome"]) for e in ctx.evaluated(experiment, genome=True)} - known)))
 
 
+def local_search(ctx: LabContext, experiment: int, attempt: int) -> dict[str, Any] | None:
+    """Where the current local search began ({"since": id}), or {"since": None} when the next experiment
+    starts a new one: with [search] restart_after = S, a local search (the campaign's first begins with
+    the warm-up) ends once S evaluated experiments in a row have not beaten its best, so a search caught
+    in one basin of the landscape starts again elsewhere. None: restarts are off. Remembered."""
+    after = ctx.config.search.restart_after
+    if not after:
+        return None
+
+    def compute() -> dict[str, Any]:
+        since, best, stale = None, 0.0, 0
+        for e in ctx.evaluated(experiment, genome=True):
+            if since is None:
+                since, best, stale = e.id, e.score, 0
+                continue
+            stale = 0 if ctx.task.better(e.score, best) else stale + 1
+            best = e.score if stale == 0 else best
+            if stale >= after:
+                since = None
+        return {"since": since}
+
+    return ctx.remember(experiment, "surrogate_local", attempt, compute)
+
+
 def _mutants(space: Any, elites: list[dict[str, Any]], rng: random.Random) -> list[tuple[dict[str, Any], Any]]:
     """Random mutations (one or two steps) of the elites, each with its parent."""
     pool = []
@@ -184,6 +212,19 @@ def workspace_prior(ctx: LabContext, experiment: int, attempt: int) -> list[dict
         for campaign, e in workspace_evaluated(ctx)])
 
 
+def _restart(ctx: LabContext, space: Any, known: set[str], seen: list[dict[str, Any]], rng: random.Random) -> Pick:
+    """The first experiment of a new local search: an untried uniform sample (the model, fitted where the
+    last search dwelt, would draw it back there)."""
+    genome = space.sample(rng)
+    for _ in range(100):
+        if tried_key(genome) not in known:
+            break
+        genome = space.sample(rng)
+    after = ctx.config.search.restart_after
+    return Pick(genome, f"surrogate: the local search went {after} evaluated experiments without beating its best; "
+                        "a new one starts from a uniform sample", view=[h["id"] for h in seen])
+
+
 @dataclass
 class Pick:
     genome: dict[str, Any]
@@ -209,7 +250,15 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
         elites = selector.elites(task, ELITES, rng)
     known = tried(ctx, experiment, attempt, seen)
     explore = (len(seen) - warmup) % EXPLORE_EVERY == EXPLORE_EVERY - 1
-    local = _neighbours(space, [*elites, *ranked], known) if ctx.config.search.candidates == "neighbours" else None
+    local = None
+    if ctx.config.search.candidates == "neighbours":
+        order = [*elites, *ranked]
+        search = local_search(ctx, experiment, attempt)
+        if search is not None and search["since"] is None:
+            return _restart(ctx, space, known, seen, rng)
+        if search is not None:  # this local search's own experiments only
+            order = [h for h in order if h["id"] >= search["since"]]
+        local = _neighbours(space, order, known)
     pool = list(local) if local is not None else _mutants(space, elites, rng)
     fresh_from = len(pool)
     pool += [(space.sample(rng), None) for _ in range(POOL_FRESH)]

@@ -77,6 +77,7 @@ class CampaignFolder:
         if isinstance(search, dict):  # written before these settings existed: what the surrogate did then
             search.setdefault("candidates", "mutants")
             search.setdefault("learn_from_workspace", False)
+            search.setdefault("restart_after", 0)
         return data
 
 

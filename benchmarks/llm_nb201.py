@@ -1,8 +1,8 @@
 """The LLM strategy with the real local model, beside random search under the same
 seeds, THROUGH the real campaign loop on the shared NAS-Bench-201 table.
 
-    python benchmarks/llm_nb201.py [--seeds 3] [--queries 10] [--out DIR] [--api-base URL --model openai/NAME]
-        [--strategies random,llm,llm+filter] [--ideas 3]
+    python benchmarks/llm_nb201.py [--seeds 3] [--first-seed 0] [--queries 10] [--out DIR]
+        [--api-base URL --model openai/NAME] [--strategies random,llm,llm+filter] [--ideas 3]
 
 `llm+filter` is the LLM strategy with [search] proposals_per_step = --ideas: the researcher
 answers several ideas, the gate and the surrogate rank them, only the best is trained.
@@ -85,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="campaign seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--model", default=None, help="default: the local test model, openai/qwen2.5-coder-0.5b")
     ap.add_argument("--out", type=Path, default=None, help="where the campaigns go (default: a new temp folder); "
@@ -115,7 +116,7 @@ def main() -> None:
         # (`archlab show ID -w DIR`, llm.jsonl) for the figures.
         out = args.out or Path(tempfile.mkdtemp(prefix="llm-nb201-"))
         print(f"campaigns in {out}", file=sys.stderr, flush=True)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for strategy in strategies:
                 r = campaign(strategy, seed, args.table, args.queries, args.model, args.api_base, out, args.coder,
                              args.ideas)

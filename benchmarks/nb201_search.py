@@ -4,13 +4,16 @@ campaign loop (graph, checkpointer, ledger, gate, process sandbox) on a NAS-Benc
     python benchmarks/nb201_search.py --seeds 50 --budget 300 --datasets cifar10,cifar100,imagenet16 \
         --strategies random,evolution,surrogate,evolution:islands,evolution:map_elites,evolution:ucb
 
-A strategy is `name`, `name:parents` ([search] parents: tournament, islands, map_elites, ucb) or
-`name:parents:candidates` (the surrogate's [search] candidates: neighbours, mutants), e.g. `surrogate::mutants`.
+A strategy is `name`, `name:parents` ([search] parents: tournament, islands, map_elites, ucb),
+`name:parents:candidates` (the surrogate's [search] candidates: neighbours, mutants), e.g. `surrogate::mutants`,
+or `name:parents:candidates:restart` (the surrogate's [search] restart_after), e.g. `surrogate:::0`;
+an empty field is the default.
 
 Prints, per dataset, mean ± std over seeds of the test accuracy of the best-by-validation
 candidate after each of --at evaluated experiments (10, 30, 100, 300 up to the budget), and
-the loop's overhead per experiment. Every strategy runs under the same campaign seeds.
-Protocol as in the literature: the search sees validation only.
+the loop's overhead per experiment; then each strategy against --against (regularised evolution
+by default), paired by seed: the mean difference with its 95 % interval and Wilcoxon's p.
+Every strategy runs under the same campaign seeds. Protocol as in the literature: the search sees validation only.
 
 With --out FILE each finished campaign is appended to FILE (one JSON line) as it ends, the
 campaigns already in FILE are not run again, and the table covers every line in FILE that
@@ -37,13 +40,13 @@ def one_campaign(args: tuple[str, int, str, str, int, tuple[int, ...]]) -> dict:
     from archlab.campaign import Campaign
     from archlab.config import load_config
 
-    name, parents, candidates = (strategy.split(":") + ["", ""])[:3]
+    name, parents, candidates, restart = (strategy.split(":") + ["", "", ""])[:4]
     with tempfile.TemporaryDirectory(prefix="nb201-bench-") as tmp:
         cfg = load_config(None, env={}, overrides={
             "workspace": tmp, "task": {"name": "nb201", "table": table, "dataset": dataset},
             "budget": {"experiments": budget}, "memory": {"enabled": False},
             "search": {"strategy": name, "parents": parents or "tournament", "candidates": candidates or "neighbours",
-                       "seed": seed, "baselines": False}})
+                       "seed": seed, "baselines": False, **({"restart_after": int(restart)} if restart else {})}})
         start = time.perf_counter()
         campaign = Campaign.create(cfg)
         campaign.run()
@@ -85,6 +88,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--strategies", default="random,evolution,surrogate")
     ap.add_argument("--out", type=Path, help="append each campaign's result here; skip those already in it")
+    ap.add_argument("--against", default="evolution",
+                    help="the strategy every other is compared with, paired by seed (when it is among --strategies)")
     args = ap.parse_args()
     if not args.table.exists():
         sys.exit(f"no NB201 table at {args.table}: pass --table PATH (CSV with arch and <dataset>_val/_test columns)")
@@ -121,7 +126,34 @@ def main() -> None:
             per_exp = statistics.mean(r["wall_s"] / max(1, r["evaluated"]) for r in rs)
             reused = statistics.mean(r["reused"] for r in rs)
             print(f"  {strategy:<21}{cells} {reused:>11.1f} {per_exp:>13.3f} {len(rs):>6}")
+    if args.against in strategies:
+        print_paired(results, datasets, [s for s in strategies if s != args.against], args.against, at)
     print(f"total {total:.0f} s on {args.workers} workers")
+
+
+def print_paired(results: list[dict], datasets: list[str], strategies: list[str], against: str,
+                 at: tuple[int, ...]) -> None:
+    """Each strategy minus `against` under the same seeds: mean difference with its 95 % interval
+    (Student t over the seeds' differences) and Wilcoxon's signed-rank p, paired by campaign seed."""
+    from scipy import stats
+
+    from archlab.analysis.stats import mean_ci
+
+    print(f"\npaired by seed, strategy - {against}: mean difference [95% CI], Wilcoxon p")
+    for d in datasets:
+        ref = {r["seed"]: r for r in results if r["strategy"] == against and r["dataset"] == d}
+        for strategy in strategies:
+            mine = {r["seed"]: r for r in results if r["strategy"] == strategy and r["dataset"] == d}
+            seeds = sorted(set(mine) & set(ref))
+            if len(seeds) < 2:
+                continue
+            cells = []
+            for n in at:
+                diffs = [mine[s]["at"][n] - ref[s]["at"][n] for s in seeds]
+                ci = mean_ci(diffs)
+                p = stats.wilcoxon(diffs).pvalue if any(diffs) else 1.0
+                cells.append(f"@{n} {ci.mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}] p={p:.2g}")
+            print(f"  {d:<11}{strategy:<21}" + "   ".join(cells) + f"   ({len(seeds)} seeds)")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,34 @@ def test_the_surrogate_learns_from_the_workspace_s_other_campaigns_of_the_same_t
     assert report.ok, str(report.divergence)
 
 
+def test_a_local_search_that_stops_improving_starts_again_from_a_fresh_sample(tmp_path, nb201_table):
+    """[search] restart_after = S: once S evaluated experiments in a row have not beaten the local search's
+    best, the next experiment is an untried uniform sample, and the neighbours searched after it are those
+    of the new search's own experiments. It replays with zero divergence."""
+    after = 5
+    campaign = _campaign(tmp_path, nb201_table, "surrogate", 2, 40, restart_after=after)
+    rows = campaign.ledger.experiments(status=["done"], origin=["campaign"], order="id")
+    starts, since, best, stale = [], rows[0].id, rows[0].score, 0
+    for e in rows[1:]:
+        if since is None:  # S without improvement: this one starts the next local search
+            assert "a new one starts from a uniform sample" in e.proposal["motivation"] and e.parent is None
+            starts.append(e.id)
+            since, best, stale = e.id, e.score, 0
+            continue
+        assert "a new one starts" not in e.proposal["motivation"]
+        if e.parent is not None:
+            assert e.parent >= since, f"#{e.id} searched the neighbours of #{e.parent}, before this search began"
+        stale = 0 if e.score > best else stale + 1
+        best = max(best, e.score)
+        if stale >= after:
+            since = None
+    assert len(starts) >= 2, "the synthetic landscape's top is found fast, so the search restarts"
+    genomes = [str(e.proposal["genome"]) for e in rows]
+    assert len(set(genomes)) == len(genomes), "a restart never repeats a tried cell"
+    report = replay(tmp_path / "surrogate-2", campaign.folder.id)
+    assert report.ok, str(report.divergence)
+
+
 def test_a_campaign_from_before_the_candidates_setting_keeps_its_random_mutants(tmp_path, nb201_table):
     """A surrogate campaign recorded before [search] candidates and learn_from_workspace existed drew random
     mutants from its own results; resume and replay must take the same steps, so its config reads so."""
@@ -101,10 +129,11 @@ def test_a_campaign_from_before_the_candidates_setting_keeps_its_random_mutants(
     campaign = _campaign(tmp_path, nb201_table, "surrogate", 1, 2)
     data = json.loads(campaign.folder.config.read_text())
     assert data["search"]["candidates"] == "neighbours"
-    del data["search"]["candidates"], data["search"]["learn_from_workspace"]
+    del data["search"]["candidates"], data["search"]["learn_from_workspace"], data["search"]["restart_after"]
     campaign.folder.config.write_text(json.dumps(data))
     reopened = Campaign.open(tmp_path / "surrogate-1", campaign.folder.id)
     assert reopened.config.search.candidates == "mutants" and not reopened.config.search.learn_from_workspace
+    assert reopened.config.search.restart_after == 0, "one local search, as it ran"
 
 
 @pytest.mark.parametrize("task", ["nb201", "lm"])
