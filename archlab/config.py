@@ -168,7 +168,7 @@ class SearchConfig(_Section):
     learn_from_workspace: bool = True
     # The surrogate's local search ends once it has gone this many evaluated experiments without beating
     # its own best, and a new one starts from a fresh sample (0: one local search for the whole campaign).
-    restart_after: int = Field(60, ge=0)
+    restart_after: int = Field(80, ge=0)
     # How evolution, the surrogate's elites and the LLM's "build on" parent are chosen (agents/parents.py):
     # a tournament among the latest `population`, islands with migration, a MAP-Elites archive over the
     # task's descriptors, or a UCB bandit over parents by how much their children improved.
