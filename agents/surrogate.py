@@ -139,15 +139,16 @@ def local_search(ctx: LabContext, experiment: int, attempt: int) -> dict[str, An
         return None
 
     def compute() -> dict[str, Any]:
-        since, best, stale = None, 0.0, 0
+        since, best, stale = None, None, 0
         for e in ctx.evaluated(experiment, genome=True):
-            if since is None:
+            if since is None:  # this experiment begins the next local search
                 since, best, stale = e.id, e.score, 0
-                continue
-            stale = 0 if ctx.task.better(e.score, best) else stale + 1
-            best = e.score if stale == 0 else best
-            if stale >= after:
-                since = None
+            elif ctx.task.better(e.score, best):
+                best, stale = e.score, 0
+            else:
+                stale += 1
+                if stale >= after:
+                    since = None
         return {"since": since}
 
     return ctx.remember(experiment, "surrogate_local", attempt, compute)
@@ -254,10 +255,10 @@ def propose(ctx: LabContext, experiment: int, attempt: int, rng: random.Random) 
     if ctx.config.search.candidates == "neighbours":
         order = [*elites, *ranked]
         search = local_search(ctx, experiment, attempt)
-        if search is not None and search["since"] is None:
-            return _restart(ctx, space, known, seen, rng)
-        if search is not None:  # this local search's own experiments only
-            order = [h for h in order if h["id"] >= search["since"]]
+        if search is not None:
+            if search["since"] is None:
+                return _restart(ctx, space, known, seen, rng)
+            order = [h for h in order if h["id"] >= search["since"]]  # this local search's own experiments only
         local = _neighbours(space, order, known)
     pool = list(local) if local is not None else _mutants(space, elites, rng)
     fresh_from = len(pool)
